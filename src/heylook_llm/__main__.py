@@ -1,0 +1,3 @@
+from heylook_llm.cli import main
+
+raise SystemExit(main())

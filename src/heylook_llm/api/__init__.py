@@ -1,0 +1,1 @@
+"""The HTTP layer: the FastAPI app and one package per API dialect."""

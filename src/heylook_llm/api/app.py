@@ -1,0 +1,63 @@
+"""The FastAPI application: one app serving the OpenAI dialect, the Ollama dialect, or both."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from heylook_llm import __version__
+from heylook_llm.api.errors import install_error_handlers
+from heylook_llm.api.openai.routes import routes as openai_routes
+from heylook_llm.config.registry import Registry
+from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.router import BackendFactory, ModelRouter
+from heylook_llm.errors import HeylookError
+
+log = logging.getLogger(__name__)
+
+
+async def _preload(router: ModelRouter, model_id: str) -> None:
+    try:
+        await router.load(model_id)
+    except HeylookError as exc:
+        log.error("could not load start-up model '%s': %s (the server keeps running)", model_id, exc.message)
+    except Exception:
+        log.exception("could not load start-up model '%s' (the server keeps running)", model_id)
+
+
+def create_app(settings: ServerSettings, registry: Registry, backend_factory: BackendFactory | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        router = (
+            ModelRouter(registry, settings, backend_factory) if backend_factory else ModelRouter(registry, settings)
+        )
+        app.state.router = router
+        startup = settings.startup_model_id or registry.default_model
+        preload = asyncio.create_task(_preload(router, startup)) if startup else None
+        try:
+            yield
+        finally:
+            if preload is not None:
+                preload.cancel()
+            await router.close()
+
+    app = FastAPI(
+        title="heylookllm",
+        version=__version__,
+        description="A local LLM server speaking the OpenAI and Ollama APIs, with llama.cpp and MLX backends.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.get("/health", tags=["Server"], summary="Liveness")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    if settings.api.serves_openai:
+        app.include_router(openai_routes)
+    return app

@@ -1,0 +1,128 @@
+"""Domain errors to HTTP, once per dialect: OpenAI's envelope under /v1, Ollama's `{"error": ...}` under /api."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from heylook_llm.api.framing import OrjsonResponse
+from heylook_llm.errors import (
+    CapabilityError,
+    ContextLengthExceeded,
+    GenerationFailed,
+    HeylookError,
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotFound,
+    ServerBusy,
+)
+
+log = logging.getLogger(__name__)
+
+
+def status_and_code(exc: HeylookError) -> tuple[int, str, str]:
+    """(HTTP status, OpenAI error type, OpenAI error code) for a domain error."""
+    if isinstance(exc, ModelNotFound):
+        return 404, "invalid_request_error", "model_not_found"
+    if isinstance(exc, ContextLengthExceeded):
+        return 400, "invalid_request_error", "context_length_exceeded"
+    if isinstance(exc, CapabilityError):
+        return 400, "invalid_request_error", "unsupported_capability"
+    if isinstance(exc, InvalidRequest):
+        return 400, "invalid_request_error", "invalid_value"
+    if isinstance(exc, ModelLoadError):
+        return (503 if exc.missing_dependency else 500), "server_error", "model_load_failed"
+    if isinstance(exc, ServerBusy):
+        return 503, "server_error", "server_busy"
+    if isinstance(exc, GenerationFailed):
+        return 500, "server_error", "generation_failed"
+    return 500, "server_error", "internal_error"
+
+
+def openai_error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+def openai_error_payload(exc: HeylookError) -> dict[str, Any]:
+    _, type_, code = status_and_code(exc)
+    return openai_error_body(exc.message, type_, exc.param, code)
+
+
+def _is_ollama(request: Request) -> bool:
+    path = request.url.path
+    return path.startswith("/api/") or path == "/api"
+
+
+def error_response(
+    request: Request,
+    status: int,
+    message: str,
+    *,
+    type_: str,
+    param: str | None,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    if _is_ollama(request):
+        return OrjsonResponse({"error": message}, status_code=status, headers=headers)
+    return OrjsonResponse(openai_error_body(message, type_, param, code), status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    problems = []
+    first_param: str | None = None
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        first_param = first_param or param
+        problems.append(f"{param}: {err.get('msg')}" if param else str(err.get("msg")))
+    return "invalid request: " + "; ".join(problems), first_param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_domain_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HeylookError)
+        status, type_, code = status_and_code(exc)
+        headers = {"Retry-After": str(exc.retry_after_seconds)} if isinstance(exc, ServerBusy) else None
+        if status >= 500:
+            log.warning("%s %s -> %d: %s", request.method, request.url.path, status, exc.message)
+        return error_response(request, status, exc.message, type_=type_, param=exc.param, code=code, headers=headers)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        message, param = _validation_message(exc)
+        return error_response(request, 400, message, type_="invalid_request_error", param=param, code="invalid_value")
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        message = str(exc.detail) if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
+        return error_response(
+            request,
+            exc.status_code,
+            message,
+            type_="invalid_request_error",
+            param=None,
+            code=None,
+            headers=getattr(exc, "headers", None),
+        )
+
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(
+            request,
+            500,
+            f"internal error: {type(exc).__name__}: {exc}",
+            type_="server_error",
+            param=None,
+            code="internal_error",
+        )
+
+    app.add_exception_handler(HeylookError, on_domain_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

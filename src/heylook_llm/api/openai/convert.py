@@ -1,0 +1,141 @@
+"""OpenAI wire types <-> neutral types."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from heylook_llm.api.openai.schemas import ChatCompletionRequest, ChatMessageIn, CompletionRequest, ImagePart
+from heylook_llm.config.registry import ModelEntry
+from heylook_llm.config.sampling import resolve_sampling
+from heylook_llm.config.settings import ServerSettings
+from heylook_llm.errors import CapabilityError
+from heylook_llm.types import ChatMessage, FinishReason, GenerationRequest, GenerationStats
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def _message(msg: ChatMessageIn, index: int, entry: ModelEntry) -> ChatMessage:
+    role = "system" if msg.role == "developer" else msg.role
+    if msg.content is None or isinstance(msg.content, str):
+        return ChatMessage(role, msg.content or "")
+    texts = []
+    for part in msg.content:
+        if isinstance(part, ImagePart):
+            raise CapabilityError(
+                f"model '{entry.id}' does not accept images (messages[{index}] has an image_url part)",
+                param=f"messages.{index}.content",
+            )
+        texts.append(part.text)
+    return ChatMessage(role, "\n".join(texts))
+
+
+def chat_request(body: ChatCompletionRequest, entry: ModelEntry, settings: ServerSettings) -> GenerationRequest:
+    messages = [_message(m, i, entry) for i, m in enumerate(body.messages)]
+    return GenerationRequest(
+        model_id=entry.id,
+        sampling=resolve_sampling(
+            body.resolved_sampling(), entry.config.sampling_defaults(), settings.default_sampling
+        ),
+        messages=messages,
+        request_id=new_id("chatcmpl"),
+    )
+
+
+def completion_requests(
+    body: CompletionRequest, entry: ModelEntry, settings: ServerSettings
+) -> list[GenerationRequest]:
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    sampling = resolve_sampling(body.sampling(), entry.config.sampling_defaults(), settings.default_sampling)
+    request_id = new_id("cmpl")
+    return [GenerationRequest(model_id=entry.id, sampling=sampling, prompt=p, request_id=request_id) for p in prompts]
+
+
+def finish_reason(reason: FinishReason | None) -> str | None:
+    if reason is None:
+        return None
+    return "length" if reason is FinishReason.LENGTH else "stop"
+
+
+def usage(stats: list[GenerationStats]) -> dict[str, Any]:
+    prompt = sum(s.prompt_tokens for s in stats)
+    completion = sum(s.completion_tokens for s in stats)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": sum(s.cached_prompt_tokens for s in stats)},
+    }
+
+
+def chat_response(
+    request: GenerationRequest, text: str, reason: FinishReason | None, stats: GenerationStats
+) -> dict[str, Any]:
+    return {
+        "id": request.request_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.model_id,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": finish_reason(reason),
+            }
+        ],
+        "usage": usage([stats]),
+    }
+
+
+def chat_chunk(
+    request: GenerationRequest, created: int, delta: dict[str, Any], reason: FinishReason | None = None
+) -> dict[str, Any]:
+    return {
+        "id": request.request_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": request.model_id,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason(reason)}],
+    }
+
+
+def usage_chunk(request: GenerationRequest, created: int, obj: str, stats: list[GenerationStats]) -> dict[str, Any]:
+    return {
+        "id": request.request_id,
+        "object": obj,
+        "created": created,
+        "model": request.model_id,
+        "choices": [],
+        "usage": usage(stats),
+    }
+
+
+def completion_choice(index: int, text: str, reason: FinishReason | None) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason(reason)}
+
+
+def completion_response(
+    request: GenerationRequest, choices: list[dict[str, Any]], stats: list[GenerationStats]
+) -> dict[str, Any]:
+    return {
+        "id": request.request_id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": request.model_id,
+        "choices": choices,
+        "usage": usage(stats),
+    }
+
+
+def completion_chunk(request: GenerationRequest, created: int, choice: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": request.request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": request.model_id,
+        "choices": [choice],
+    }

@@ -1,0 +1,190 @@
+"""OpenAI HTTP routes: parse, convert, run through the router, encode (JSON or SSE)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.errors import openai_error_payload
+from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
+from heylook_llm.api.openai import convert
+from heylook_llm.api.openai.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    EmbeddingRequest,
+    ModelCard,
+    ModelList,
+    error_schema,
+)
+from heylook_llm.config.registry import ModelEntry
+from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
+from heylook_llm.errors import HeylookError, InvalidRequest
+from heylook_llm.types import FinishReason, GenerationRequest, GenerationStats
+
+ERRORS: dict[int | str, dict[str, Any]] = {code: error_schema() for code in (400, 404, 500, 503)}
+routes = APIRouter(tags=["OpenAI"], responses=ERRORS)
+
+
+def _router(request: Request) -> ModelRouter:
+    router: ModelRouter = request.app.state.router
+    return router
+
+
+def _settings(request: Request) -> ServerSettings:
+    settings: ServerSettings = request.app.state.settings
+    return settings
+
+
+def _card(entry: ModelEntry) -> ModelCard:
+    path: Path = entry.config.model_path
+    try:
+        created = int(path.stat().st_mtime)
+    except OSError:
+        created = 0
+    return ModelCard(
+        id=entry.id,
+        created=created,
+        provider=entry.provider,
+        description=entry.description or None,
+        capabilities=entry.capabilities,
+    )
+
+
+@routes.get("/v1/models", response_model=ModelList, summary="List the enabled models")
+async def list_models(request: Request) -> ModelList:
+    return ModelList(data=[_card(e) for e in _router(request).registry.enabled()])
+
+
+@routes.get("/v1/models/{model_id:path}", response_model=ModelCard, summary="One model")
+async def get_model(model_id: str, request: Request) -> ModelCard:
+    return _card(_router(request).entry(model_id))
+
+
+async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats]:
+    parts: list[str] = []
+    try:
+        async for chunk in active.chunks():
+            parts.append(chunk.text)
+            if chunk.finish_reason is not None:
+                return "".join(parts), chunk.finish_reason, chunk.stats or GenerationStats()
+    finally:
+        active.close()
+    raise AssertionError("a generation ended without a finish reason")
+
+
+@routes.post("/v1/chat/completions", summary="Chat completion (JSON or SSE stream)")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    router = _router(request)
+    gen = convert.chat_request(body, router.entry(body.model), _settings(request))
+    active = await start_generation(router, gen)
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_chat_events(gen, active, include_usage), media_type="text/event-stream")
+    text, reason, stats = await unless_disconnected(request, _collect(active))
+    return OrjsonResponse(convert.chat_response(gen, text, reason, stats))
+
+
+async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include_usage: bool) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    try:
+        yield sse_event(convert.chat_chunk(gen, created, {"role": "assistant", "content": ""}))
+        async for chunk in active.chunks():
+            if chunk.text:
+                yield sse_event(convert.chat_chunk(gen, created, {"content": chunk.text}))
+            if chunk.finish_reason is not None:
+                yield sse_event(convert.chat_chunk(gen, created, {}, chunk.finish_reason))
+                if include_usage:
+                    stats = [chunk.stats or GenerationStats()]
+                    yield sse_event(convert.usage_chunk(gen, created, "chat.completion.chunk", stats))
+        yield SSE_DONE
+    except HeylookError as exc:
+        # Headers are gone already: report the failure as an error event, as OpenAI does mid-stream.
+        yield sse_event(openai_error_payload(exc))
+    finally:
+        active.close()
+
+
+@routes.post("/v1/completions", summary="Text completion for a prompt or a list of prompts")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    router = _router(request)
+    gens = convert.completion_requests(body, router.entry(body.model), _settings(request))
+    if body.stream:
+        first = await start_generation(router, gens[0])
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return StreamingResponse(_completion_events(router, gens, first, include_usage), media_type="text/event-stream")
+
+    async def run_all() -> dict[str, Any]:
+        # Every prompt is queued at once; the model's worker runs them as its slots allow.
+        async def one(gen: GenerationRequest) -> tuple[str, FinishReason | None, GenerationStats]:
+            return await _collect(await start_generation(router, gen))
+
+        results = await asyncio.gather(*(one(g) for g in gens))
+        choices = [convert.completion_choice(i, text, reason) for i, (text, reason, _) in enumerate(results)]
+        return convert.completion_response(gens[0], choices, [stats for _, _, stats in results])
+
+    return OrjsonResponse(await unless_disconnected(request, run_all()))
+
+
+async def _completion_events(
+    router: ModelRouter, gens: list[GenerationRequest], first: ActiveGeneration, include_usage: bool
+) -> AsyncIterator[bytes]:
+    created = int(time.time())
+    all_stats: list[GenerationStats] = []
+    active: ActiveGeneration | None = first
+    try:
+        for index, gen in enumerate(gens):
+            if active is None:
+                active = await start_generation(router, gen)
+            async for chunk in active.chunks():
+                if chunk.text or chunk.finish_reason is not None:
+                    choice = convert.completion_choice(index, chunk.text, chunk.finish_reason)
+                    yield sse_event(convert.completion_chunk(gen, created, choice))
+                if chunk.stats is not None:
+                    all_stats.append(chunk.stats)
+            active.close()
+            active = None
+        if include_usage:
+            yield sse_event(convert.usage_chunk(gens[0], created, "text_completion", all_stats))
+        yield SSE_DONE
+    except HeylookError as exc:
+        yield sse_event(openai_error_payload(exc))
+    finally:
+        if active is not None:
+            active.close()
+
+
+def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector
+
+
+@routes.post("/v1/embeddings", summary="Embeddings from an embedding model")
+async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    inputs = body.inputs()
+    if not inputs or any(not text for text in inputs):
+        raise InvalidRequest("input must be a non-empty string or a list of non-empty strings", param="input")
+    async with _router(request).acquire(body.model) as lease:
+        result = await lease.worker.embed(inputs)
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
+        for i, v in enumerate(result.vectors)
+    ]
+    return OrjsonResponse(
+        {
+            "object": "list",
+            "data": data,
+            "model": body.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+    )

@@ -1,0 +1,180 @@
+"""OpenAI wire types. Unknown fields are accepted (clients send many), known ones are validated."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from heylook_llm.types import SamplingOverrides
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TextPart(_Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageUrl(_Open):
+    url: str
+    detail: str | None = None
+
+
+class ImagePart(_Open):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
+class ChatMessageIn(_Open):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class StreamOptions(_Open):
+    include_usage: bool = False
+
+
+class SamplingFields(_Open):
+    """Sampling fields shared by chat and completions; extensions beyond OpenAI's are llama.cpp's names."""
+
+    model: str = Field(min_length=1, description="A model id from GET /v1/models")
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_k: int | None = Field(default=None, ge=0, description="Extension: keep the k most likely tokens")
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Extension: min-p sampling")
+    repeat_penalty: float | None = Field(default=None, gt=0.0, description="Extension: repetition penalty")
+    repetition_penalty: float | None = Field(default=None, gt=0.0, description="Alias of repeat_penalty")
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    logit_bias: dict[str, float] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    n: int = Field(default=1, ge=1, le=1, description="Only 1 is supported")
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.lstrip("-").isdigit():
+                raise ValueError(f"keys must be token ids (integers as strings), got {key!r}")
+            if not -100.0 <= bias <= 100.0:
+                raise ValueError(f"bias for token {key} must be between -100 and 100, got {bias}")
+        return value
+
+    def sampling(self, max_tokens: int | None = None) -> SamplingOverrides:
+        stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        return SamplingOverrides(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repeat_penalty=self.repeat_penalty if self.repeat_penalty is not None else self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            seed=self.seed,
+            max_tokens=max_tokens if max_tokens is not None else self.max_tokens,
+            stop=stop,
+            logit_bias={int(k): v for k, v in self.logit_bias.items()} if self.logit_bias else None,
+        )
+
+
+class ChatCompletionRequest(SamplingFields):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "model": "demo-gguf",
+                    "messages": [{"role": "user", "content": "Say hello"}],
+                    "max_tokens": 32,
+                    "temperature": 0.7,
+                    "stream": False,
+                }
+            ]
+        },
+    )
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+
+    def resolved_sampling(self) -> SamplingOverrides:
+        return self.sampling(self.max_completion_tokens)
+
+
+class CompletionRequest(SamplingFields):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"model": "demo-gguf", "prompt": "Once upon a time", "max_tokens": 32}]},
+    )
+    prompt: str | list[str] = Field(description="A prompt, or a list of prompts (one choice each)")
+
+    @field_validator("prompt")
+    @classmethod
+    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list) and not value:
+            raise ValueError("the list of prompts is empty")
+        return value
+
+
+class EmbeddingRequest(_Open):
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"model": "demo-embed-gguf", "input": ["hello world", "another text"]}]},
+    )
+    model: str = Field(min_length=1)
+    input: str | list[str] = Field(description="A text or a list of texts")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = None
+
+    def inputs(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    prompt_tokens_details: dict[str, int] | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "heylookllm"
+    provider: str | None = None
+    description: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+def error_schema() -> dict[str, Any]:
+    """The error envelope, for the OpenAPI docs."""
+    return {
+        "description": "Error in OpenAI's envelope",
+        "content": {
+            "application/json": {
+                "example": {
+                    "error": {
+                        "message": "model 'nope' not found; available models: demo-gguf",
+                        "type": "invalid_request_error",
+                        "param": "model",
+                        "code": "model_not_found",
+                    }
+                }
+            }
+        },
+    }

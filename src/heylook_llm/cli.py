@@ -1,0 +1,170 @@
+"""Command line: `heylookllm [serve] | demo-models`. Thin: parse, call, print."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from heylook_llm import __version__
+from heylook_llm.config.registry import Registry, RegistryError, load_registry
+from heylook_llm.config.settings import (
+    OLLAMA_DEFAULT_PORT,
+    OPENAI_DEFAULT_PORT,
+    ApiMode,
+    ServerSettings,
+    user_cache_dir,
+    user_config_dir,
+)
+
+log = logging.getLogger("heylook_llm")
+COMMANDS = ("serve", "demo-models")
+
+
+def _serve_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api",
+        choices=[m.value for m in ApiMode],
+        default=ApiMode.BOTH.value,
+        help="which API dialects to serve (default: both)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"port (default: {OPENAI_DEFAULT_PORT}, or {OLLAMA_DEFAULT_PORT} with --api ollama)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="models.yaml to serve (default: ./models.yaml, then the per-user config folder)",
+    )
+    parser.add_argument("--model-id", default=None, help="model to load at start-up (default: default_model)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log level (default: INFO)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="heylookllm",
+        description="A local LLM server speaking the OpenAI and Ollama APIs. With no command it serves.",
+    )
+    parser.add_argument("--version", action="version", version=f"heylookllm {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="serve the models in models.yaml (the default command)",
+        description="Serve the models in models.yaml over HTTP.",
+    )
+    _serve_parser(serve)
+    demo = sub.add_parser(
+        "demo-models",
+        help="write tiny demo models and a models.yaml serving them",
+        description="Write tiny random-weight demo models and DIR/models.yaml serving them.",
+    )
+    demo.add_argument("--output", type=Path, required=True, help="folder to write into")
+    return parser
+
+
+def find_config(explicit: Path | None) -> Path | None:
+    """`--config`, then ./models.yaml, then the per-user config folder; None means serve the demo models."""
+    if explicit is not None:
+        return explicit
+    for candidate in (Path.cwd() / "models.yaml", user_config_dir() / "models.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _demo_config() -> Path:
+    from heylook_llm.demo import demo_models_current, write_demo_models
+
+    folder = user_cache_dir() / "demo-models"
+    if not demo_models_current(folder):
+        write_demo_models(folder)
+    log.info(
+        "no models.yaml found (looked for ./models.yaml and %s): serving the demo models from %s; "
+        "to serve your own models write a models.yaml (see the README) and pass --config PATH",
+        user_config_dir() / "models.yaml",
+        folder,
+    )
+    return folder / "models.yaml"
+
+
+def _serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = find_config(args.config)
+    if config is None:
+        config = _demo_config()
+    try:
+        registry: Registry = load_registry(config)
+    except RegistryError as exc:
+        print(f"heylookllm: {exc}", file=sys.stderr)
+        return 2
+    if args.model_id is not None and registry.get(args.model_id) is None:
+        known = ", ".join(m.id for m in registry.enabled())
+        print(
+            f"heylookllm: --model-id '{args.model_id}' is not an enabled model in {config} (known: {known})",
+            file=sys.stderr,
+        )
+        return 2
+    api = ApiMode(args.api)
+    port = (
+        args.port if args.port is not None else (OLLAMA_DEFAULT_PORT if api is ApiMode.OLLAMA else OPENAI_DEFAULT_PORT)
+    )
+    settings = ServerSettings(
+        host=args.host, port=port, api=api, config_path=config, startup_model_id=args.model_id, log_level=args.log_level
+    )
+    import uvicorn
+
+    from heylook_llm.api.app import create_app
+
+    log.info(
+        "serving %d model(s) from %s on http://%s:%d (api: %s)",
+        len(registry.enabled()),
+        config,
+        settings.host,
+        settings.port,
+        api.value,
+    )
+    uvicorn.run(
+        create_app(settings, registry),
+        host=settings.host,
+        port=settings.port,
+        log_level=args.log_level.lower(),
+        loop="auto",
+        http="auto",
+        timeout_graceful_shutdown=5,
+    )
+    return 0
+
+
+def _demo_models(args: argparse.Namespace) -> int:
+    from heylook_llm.demo import write_demo_models
+
+    print(write_demo_models(args.output))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # `heylookllm --port 9000` means `heylookllm serve --port 9000`: serving is the default command.
+    if not args_list or (args_list[0] not in COMMANDS and args_list[0] not in ("-h", "--help", "--version")):
+        args_list.insert(0, "serve")
+    args = build_parser().parse_args(args_list)
+    if args.command == "demo-models":
+        return _demo_models(args)
+    return _serve(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

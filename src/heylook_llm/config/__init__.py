@@ -1,0 +1,1 @@
+"""Server settings and the models.yaml registry."""

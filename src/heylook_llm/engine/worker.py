@@ -1,0 +1,268 @@
+"""One worker thread owns each loaded model; requests reach it through a queue.
+
+Tokens travel back to the event loop with `loop.call_soon_threadsafe` into an `asyncio.Queue`, with no
+thread-pool hop per token. The loop is shaped for several active sequences at once: admit new requests
+between steps, step each active sequence, retire finished or cancelled ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from heylook_llm.backends.base import Backend
+from heylook_llm.errors import GenerationFailed, HeylookError, ModelLoadError
+from heylook_llm.types import EmbeddingResult, GenerationChunk, GenerationRequest
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class GenerationStream:
+    """The event-loop side of one generation: an async iterator of chunks, cancellable from the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+        self._cancel = threading.Event()
+        self._done = False
+        self.submitted_at = time.perf_counter()
+
+    # --- worker-thread side -------------------------------------------------------------------
+    def push(self, item: GenerationChunk | BaseException) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    # --- event-loop side ----------------------------------------------------------------------
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def __aiter__(self) -> GenerationStream:
+        return self
+
+    async def __anext__(self) -> GenerationChunk:
+        if self._done:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            self._done = True
+            raise item
+        if item.finish_reason is not None:
+            self._done = True
+        return item
+
+
+@dataclass(slots=True)
+class _GenerateJob:
+    request: GenerationRequest
+    stream: GenerationStream
+
+
+@dataclass(slots=True)
+class _CallJob:
+    fn: Callable[[Backend], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+@dataclass(slots=True)
+class _Active:
+    job: _GenerateJob
+    tokens: Generator[GenerationChunk, None, None]
+    started_at: float
+    first_sent: bool = False
+    stats_queue_seconds: float = field(default=0.0)
+
+
+class _Stop:
+    pass
+
+
+class ModelWorker:
+    """Owns a backend on its own thread: loading, generation, embeddings and unloading all run there."""
+
+    def __init__(self, backend: Backend, max_parallel: int = 1) -> None:
+        self.backend = backend
+        self.model_id = backend.entry.id
+        self.max_parallel = max_parallel
+        self._jobs: queue.SimpleQueue[_GenerateJob | _CallJob | _Stop] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=f"model-{self.model_id}", daemon=True)
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self.load_seconds = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Generations queued or running on this worker."""
+        return self._pending
+
+    async def start(self) -> None:
+        """Start the thread and load the model on it; raises ModelLoadError."""
+        self._thread.start()
+        started = time.perf_counter()
+        try:
+            await self.call(lambda backend: backend.load())
+        except HeylookError:
+            await self.stop()
+            raise
+        except Exception as exc:
+            await self.stop()
+            raise ModelLoadError(self.model_id, f"{type(exc).__name__}: {exc}") from exc
+        self.load_seconds = time.perf_counter() - started
+
+    async def call(self, fn: Callable[[Backend], T]) -> T:
+        """Run `fn(backend)` on the worker thread between generation steps."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_CallJob(fn, loop, future))
+        return await future
+
+    async def embed(self, inputs: list[str]) -> EmbeddingResult:
+        return await self.call(lambda backend: backend.embed(inputs))
+
+    def submit(self, request: GenerationRequest) -> GenerationStream:
+        stream = GenerationStream(asyncio.get_running_loop())
+        with self._pending_lock:
+            self._pending += 1
+        self._jobs.put(_GenerateJob(request, stream))
+        return stream
+
+    async def stop(self) -> None:
+        """Unload the model and end the thread; waits for the thread without blocking the loop."""
+        if not self._thread.is_alive():
+            return
+        self._jobs.put(_Stop())
+        await asyncio.to_thread(self._thread.join)
+
+    # --- worker thread ------------------------------------------------------------------------
+    def _run(self) -> None:
+        active: list[_Active] = []
+        try:
+            while True:
+                if not self._admit(active):
+                    break
+                for item in list(active):
+                    if not self._step(item):
+                        active.remove(item)
+                        self._retire()
+        finally:
+            for item in active:
+                item.tokens.close()
+                item.job.stream.push(GenerationFailed("the model was unloaded during generation"))
+            self._drain_after_stop()
+            try:
+                self.backend.unload()
+            except Exception:
+                log.exception("unloading %s failed", self.model_id)
+            gc.collect()
+
+    def _admit(self, active: list[_Active]) -> bool:
+        """Take queued jobs between steps; blocks only while nothing is active. False when told to stop."""
+        while len(active) < self.max_parallel:
+            try:
+                job = self._jobs.get(block=not active)
+            except queue.Empty:
+                return True
+            if isinstance(job, _Stop):
+                return False
+            if isinstance(job, _CallJob):
+                self._run_call(job)
+                continue
+            if job.stream.cancelled:
+                self._retire()
+                continue
+            started = time.perf_counter()
+            try:
+                tokens = self.backend.generate(job.request)
+            except Exception as exc:
+                self._fail(job.stream, exc)
+                self._retire()
+                continue
+            item = _Active(job, tokens, started, stats_queue_seconds=started - job.stream.submitted_at)
+            active.append(item)
+        return True
+
+    def _step(self, item: _Active) -> bool:
+        """Advance one sequence by a token. False when it is finished, failed or cancelled."""
+        stream = item.job.stream
+        if stream.cancelled:
+            item.tokens.close()
+            return False
+        try:
+            chunk = next(item.tokens)
+        except StopIteration:
+            stream.push(GenerationFailed("the backend ended the stream without a finish reason"))
+            return False
+        except Exception as exc:
+            item.tokens.close()
+            self._fail(stream, exc)
+            return False
+        if chunk.finish_reason is not None:
+            if chunk.stats is not None:
+                chunk.stats.queue_seconds = item.stats_queue_seconds
+            stream.push(chunk)
+            item.tokens.close()
+            return False
+        # Empty pieces (a held-back stop prefix, half a UTF-8 character) are dropped, except the first,
+        # which tells the API that the prompt was accepted so that it may start the response.
+        if chunk.text or not item.first_sent:
+            item.first_sent = True
+            stream.push(chunk)
+        return True
+
+    def _retire(self) -> None:
+        with self._pending_lock:
+            self._pending -= 1
+
+    def _fail(self, stream: GenerationStream, exc: BaseException) -> None:
+        if isinstance(exc, HeylookError):
+            stream.push(exc)
+        else:
+            log.exception("generation on %s failed", self.model_id, exc_info=exc)
+            stream.push(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
+
+    def _run_call(self, job: _CallJob) -> None:
+        try:
+            result = job.fn(self.backend)
+        except BaseException as exc:
+            self._resolve(job, None, exc)
+        else:
+            self._resolve(job, result, None)
+
+    @staticmethod
+    def _resolve(job: _CallJob, result: Any, exc: BaseException | None) -> None:
+        def settle() -> None:
+            if job.future.cancelled():
+                return
+            if exc is not None:
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+
+        with contextlib.suppress(RuntimeError):
+            job.loop.call_soon_threadsafe(settle)
+
+    def _drain_after_stop(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(job, _GenerateJob):
+                job.stream.push(GenerationFailed("the model was unloaded before the request started"))
+            elif isinstance(job, _CallJob):
+                self._resolve(job, None, GenerationFailed("the model was unloaded"))
