@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_port(api: ApiMode, port: int | None) -> int:
+    """Ollama's own port when only the Ollama API is served, so its clients find us unchanged."""
+    if port is not None:
+        return port
+    return OLLAMA_DEFAULT_PORT if api is ApiMode.OLLAMA else OPENAI_DEFAULT_PORT
+
+
 def find_config(explicit: Path | None) -> Path | None:
     """`--config`, then ./models.yaml, then the per-user config folder; None means serve the demo models."""
     if explicit is not None:
@@ -118,9 +125,7 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     api = ApiMode(args.api)
-    port = (
-        args.port if args.port is not None else (OLLAMA_DEFAULT_PORT if api is ApiMode.OLLAMA else OPENAI_DEFAULT_PORT)
-    )
+    port = default_port(api, args.port)
     settings = ServerSettings(
         host=args.host, port=port, api=api, config_path=config, startup_model_id=args.model_id, log_level=args.log_level
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -115,13 +116,30 @@ PROVIDER_CONFIGS: dict[str, type[LlamaCppConfig] | type[MLXConfig]] = {
 }
 
 
+SAMPLING_CONFIG_FIELDS = (
+    *_SamplingDefaults.model_fields,
+    "repeat_penalty",
+    "repetition_penalty",
+    "repetition_context_size",
+)
+"""Config fields that only set per-request defaults; changing them needs no reload of the weights."""
+
+
 class ModelEntry(_Strict):
     id: str = Field(min_length=1)
     provider: Provider
     enabled: bool = True
     description: str = ""
     tags: list[str] = Field(default_factory=list)
+    system: str | None = None
+    """A system prompt used when a chat request brings none (Ollama's SYSTEM; set by /api/create)."""
     config: LlamaCppConfig | MLXConfig
+
+    def load_key(self) -> str:
+        """Entries with equal keys share one loaded copy of the weights: they differ only in sampling defaults
+        and system prompt (aliases and variants made by Ollama's /api/copy and /api/create)."""
+        load_fields = self.config.model_dump(mode="json", exclude=set(SAMPLING_CONFIG_FIELDS))
+        return json.dumps({"provider": self.provider, **load_fields}, sort_keys=True)
 
     @property
     def capabilities(self) -> list[str]:
@@ -179,6 +197,12 @@ def _validate_model(raw: Any, index: int, problems: list[str]) -> ModelEntry | N
         problems.append(f"models[{index}]: expected a mapping, got {type(raw).__name__}")
         return None
     model_id = raw.get("id")
+    if isinstance(model_id, bool | int | float):
+        # YAML 1.1 reads unquoted on/off/yes/no/true/false as booleans and digits as numbers.
+        problems.append(
+            f"models[{index}]: field 'id': {model_id!r} is not a string; quote it in the YAML (id: \"{model_id}\")"
+        )
+        return None
     prefix = f"model '{model_id}': " if model_id else f"models[{index}] (no id): "
     entry_keys = list(ModelEntry.model_fields)
     provider = raw.get("provider")

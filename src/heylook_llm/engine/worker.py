@@ -86,6 +86,7 @@ class _Active:
     started_at: float
     first_sent: bool = False
     stats_queue_seconds: float = field(default=0.0)
+    tokens_seen: int = 0
 
 
 class _Stop:
@@ -201,9 +202,16 @@ class ModelWorker:
         stream = item.job.stream
         if stream.cancelled:
             item.tokens.close()
+            log.info(
+                "request %s on '%s' cancelled after %d tokens",
+                item.job.request.request_id or "-",
+                self.model_id,
+                item.tokens_seen,
+            )
             return False
         try:
             chunk = next(item.tokens)
+            item.tokens_seen += 1
         except StopIteration:
             stream.push(GenerationFailed("the backend ended the stream without a finish reason"))
             return False
