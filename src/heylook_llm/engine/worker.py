@@ -14,8 +14,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from heylook_llm.backends.base import Backend
@@ -82,10 +82,10 @@ class _CallJob:
 @dataclass(slots=True)
 class _Active:
     job: _GenerateJob
-    tokens: Generator[GenerationChunk, None, None]
-    started_at: float
+    handle: Any
+    """The backend's sequence handle."""
+    queue_seconds: float
     first_sent: bool = False
-    stats_queue_seconds: float = field(default=0.0)
     tokens_seen: int = 0
 
 
@@ -153,16 +153,12 @@ class ModelWorker:
     def _run(self) -> None:
         active: list[_Active] = []
         try:
-            while True:
-                if not self._admit(active):
-                    break
-                for item in list(active):
-                    if not self._step(item):
-                        active.remove(item)
-                        self._retire()
+            while self._admit(active):
+                if active:
+                    self._step(active)
         finally:
             for item in active:
-                item.tokens.close()
+                self._close(item)
                 item.job.stream.push(GenerationFailed("the model was unloaded during generation"))
             self._drain_after_stop()
             try:
@@ -173,7 +169,7 @@ class ModelWorker:
 
     def _admit(self, active: list[_Active]) -> bool:
         """Take queued jobs between steps; blocks only while nothing is active. False when told to stop."""
-        while len(active) < self.max_parallel:
+        while len(active) < self.backend.max_parallel:
             try:
                 job = self._jobs.get(block=not active)
             except queue.Empty:
@@ -188,49 +184,63 @@ class ModelWorker:
                 continue
             started = time.perf_counter()
             try:
-                tokens = self.backend.generate(job.request)
+                handle = self.backend.open_sequence(job.request)
             except Exception as exc:
                 self._fail(job.stream, exc)
                 self._retire()
                 continue
-            item = _Active(job, tokens, started, stats_queue_seconds=started - job.stream.submitted_at)
-            active.append(item)
+            active.append(_Active(job, handle, queue_seconds=started - job.stream.submitted_at))
         return True
 
-    def _step(self, item: _Active) -> bool:
-        """Advance one sequence by a token. False when it is finished, failed or cancelled."""
-        stream = item.job.stream
-        if stream.cancelled:
-            item.tokens.close()
+    def _step(self, active: list[_Active]) -> None:
+        """Advance every active sequence by one token (one backend step) and retire the ones that ended."""
+        for item in [a for a in active if a.job.stream.cancelled]:
             log.info(
                 "request %s on '%s' cancelled after %d tokens",
                 item.job.request.request_id or "-",
                 self.model_id,
                 item.tokens_seen,
             )
-            return False
+            self._end(active, item)
+        if not active:
+            return
         try:
-            chunk = next(item.tokens)
-            item.tokens_seen += 1
-        except StopIteration:
-            stream.push(GenerationFailed("the backend ended the stream without a finish reason"))
-            return False
+            results = self.backend.step([a.handle for a in active])
         except Exception as exc:
-            item.tokens.close()
-            self._fail(stream, exc)
-            return False
-        if chunk.finish_reason is not None:
-            if chunk.stats is not None:
-                chunk.stats.queue_seconds = item.stats_queue_seconds
-            stream.push(chunk)
-            item.tokens.close()
-            return False
-        # Empty pieces (a held-back stop prefix, half a UTF-8 character) are dropped, except the first,
-        # which tells the API that the prompt was accepted so that it may start the response.
-        if chunk.text or not item.first_sent:
-            item.first_sent = True
-            stream.push(chunk)
-        return True
+            for item in list(active):
+                self._fail(item.job.stream, exc)
+                self._end(active, item)
+            return
+        for item, result in zip(list(active), results, strict=True):
+            if result is None:
+                continue
+            stream = item.job.stream
+            if isinstance(result, BaseException):
+                self._fail(stream, result)
+                self._end(active, item)
+                continue
+            item.tokens_seen += 1
+            if result.finish_reason is not None:
+                if result.stats is not None:
+                    result.stats.queue_seconds = item.queue_seconds
+                stream.push(result)
+                self._end(active, item)
+            # Empty pieces (a held-back stop prefix, half a UTF-8 character) are dropped, except the first,
+            # which tells the API that the prompt was accepted so that it may start the response.
+            elif result.text or not item.first_sent:
+                item.first_sent = True
+                stream.push(result)
+
+    def _end(self, active: list[_Active], item: _Active) -> None:
+        active.remove(item)
+        self._close(item)
+        self._retire()
+
+    def _close(self, item: _Active) -> None:
+        try:
+            self.backend.close_sequence(item.handle)
+        except Exception:
+            log.exception("closing a sequence on %s failed", self.model_id)
 
     def _retire(self) -> None:
         with self._pending_lock:

@@ -1,0 +1,388 @@
+"""llama.cpp on its low-level C API: one context with N sequence slots, continuous batching, a prefix cache.
+
+Every step builds one `llama_batch` holding the next token of every decoding sequence plus as many prompt
+tokens of prefilling sequences as `n_batch` allows, runs one `llama_decode`, then samples each sequence that
+has logits with its own `llama_sampler` chain (all in C). A finished sequence leaves its tokens in its slot's
+KV cache; the next request picks the free slot whose cached tokens share the longest prefix with its prompt
+and evaluates only the rest.
+
+All methods run on the model's worker thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+
+from heylook_llm.backends.text import StopMatcher, Utf8Assembler
+from heylook_llm.errors import GenerationFailed, InvalidRequest
+from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats, SamplingParams
+
+log = logging.getLogger(__name__)
+
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready  # noqa: PLW0603 - llama_backend_init must run once per process
+    if not _backend_ready:
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+@dataclass(slots=True)
+class EngineOptions:
+    model_path: Path
+    n_ctx: int
+    """Context window of each sequence slot."""
+    parallel: int
+    n_batch: int
+    n_threads: int
+    n_gpu_layers: int
+    use_mmap: bool
+    prefix_cache: bool
+
+
+@dataclass(slots=True)
+class _Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)
+    """Tokens whose keys and values are in this slot's part of the KV cache, in order."""
+    busy: bool = False
+    last_used: float = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class Sequence:
+    """One request being generated in a slot."""
+
+    slot: _Slot
+    prompt: list[int]
+    pending: list[int]
+    """Prompt tokens not yet evaluated."""
+    sampler: Any
+    params: SamplingParams
+    budget: int
+    cached_tokens: int
+    return_tokens: bool
+    assembler: Utf8Assembler = field(default_factory=Utf8Assembler)
+    stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
+    output: list[int] = field(default_factory=list)
+    next_token: int = -1
+    """The last sampled token, fed to the next decode step."""
+    logits_index: int = -1
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float = 0.0
+    done: bool = False
+
+
+class LlamaEngine:
+    def __init__(self, options: EngineOptions) -> None:
+        self.options = options
+        self._model: Any = None
+        self._ctx: Any = None
+        self._vocab: Any = None
+        self._mem: Any = None
+        self._batch: Any = None
+        self._batch_capacity = 0
+        self._slots: list[_Slot] = []
+        self._pieces: dict[int, bytes] = {}
+        self.eog_ids: frozenset[int] = frozenset()
+        self.n_vocab = 0
+        self.add_bos = False
+
+    # --- lifecycle ----------------------------------------------------------------------------
+    def load(self) -> None:
+        _init_backend()
+        opts = self.options
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = opts.n_gpu_layers
+        model_params.use_mmap = opts.use_mmap
+        self._model = llama_cpp.llama_model_load_from_file(str(opts.model_path).encode(), model_params)
+        if not self._model:
+            raise RuntimeError(f"llama.cpp could not load {opts.model_path}")
+        ctx_params = llama_cpp.llama_context_default_params()
+        ctx_params.n_ctx = opts.n_ctx * opts.parallel
+        ctx_params.n_seq_max = opts.parallel
+        ctx_params.n_batch = max(opts.n_batch, opts.parallel)
+        ctx_params.n_ubatch = ctx_params.n_batch
+        ctx_params.n_threads = opts.n_threads
+        ctx_params.n_threads_batch = opts.n_threads
+        ctx_params.kv_unified = False
+        ctx_params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        if not self._ctx:
+            self.unload()
+            raise RuntimeError(f"llama.cpp could not create a context of {ctx_params.n_ctx} tokens")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
+        self.eog_ids = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
+        self._batch_capacity = int(ctx_params.n_batch)
+        self._batch = llama_cpp.llama_batch_init(self._batch_capacity, 0, 1)
+        self._slots = [_Slot(seq_id=i) for i in range(opts.parallel)]
+
+    def unload(self) -> None:
+        if self._batch is not None:
+            llama_cpp.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            llama_cpp.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            llama_cpp.llama_model_free(self._model)
+            self._model = None
+        self._slots = []
+        self._pieces.clear()
+
+    # --- model facts --------------------------------------------------------------------------
+    def metadata(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        buf = ctypes.create_string_buffer(1 << 16)
+        for i in range(int(llama_cpp.llama_model_meta_count(self._model))):
+            n = llama_cpp.llama_model_meta_key_by_index(self._model, i, buf, len(buf))
+            if n < 0:
+                continue
+            key = buf.value.decode("utf-8", "replace")
+            n = llama_cpp.llama_model_meta_val_str_by_index(self._model, i, buf, len(buf))
+            if n >= 0:
+                out[key] = buf.value.decode("utf-8", "replace")
+        return out
+
+    def token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    @property
+    def bos_id(self) -> int:
+        return int(llama_cpp.llama_vocab_bos(self._vocab))
+
+    @property
+    def eos_id(self) -> int:
+        return int(llama_cpp.llama_vocab_eos(self._vocab))
+
+    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, special)
+        if n < 0:
+            capacity = -n
+            buf = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, special)
+        return list(buf[:n])
+
+    def piece(self, token: int) -> bytes:
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            cached = buf.raw[:n]
+            self._pieces[token] = cached
+        return cached
+
+    # --- sequences ----------------------------------------------------------------------------
+    @property
+    def free_slots(self) -> int:
+        return sum(1 for s in self._slots if not s.busy)
+
+    def open(self, prompt: list[int], params: SamplingParams, grammar: str | None, return_tokens: bool) -> Sequence:
+        """Claim the free slot sharing the longest cached prefix with `prompt` and prepare its sampler."""
+        slot, reuse = self._pick_slot(prompt)
+        sampler = self._sampler(params, grammar, prompt)
+        # At least the last prompt token is evaluated again, to get logits for the first sample.
+        reuse = min(reuse, len(prompt) - 1)
+        if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
+            reuse = 0
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        slot.cached = slot.cached[:reuse]
+        slot.busy = True
+        slot.last_used = time.monotonic()
+        budget = min(params.max_tokens, self.options.n_ctx - len(prompt))
+        return Sequence(
+            slot=slot,
+            prompt=prompt,
+            pending=prompt[reuse:],
+            sampler=sampler,
+            params=params,
+            budget=budget,
+            cached_tokens=reuse,
+            return_tokens=return_tokens,
+            stops=StopMatcher(params.stop),
+        )
+
+    def close(self, seq: Sequence) -> None:
+        if seq.sampler is not None:
+            llama_cpp.llama_sampler_free(seq.sampler)
+            seq.sampler = None
+        seq.slot.busy = False
+        seq.slot.last_used = time.monotonic()
+        if not self.options.prefix_cache:
+            llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
+            seq.slot.cached = []
+
+    def _pick_slot(self, prompt: list[int]) -> tuple[_Slot, int]:
+        free = [s for s in self._slots if not s.busy]
+        if not free:
+            raise GenerationFailed("no free sequence slot (the worker admitted more requests than slots)")
+        if not self.options.prefix_cache:
+            return min(free, key=lambda s: s.last_used), 0
+        best, best_len = free[0], -1
+        for slot in free:
+            n = _common_prefix(slot.cached, prompt)
+            # Ties go to the slot used longest ago, so that recent conversations keep their caches.
+            if n > best_len or (n == best_len and slot.last_used < best.last_used):
+                best, best_len = slot, n
+        return best, max(best_len, 0)
+
+    def _sampler(self, params: SamplingParams, grammar: str | None, prompt: list[int]) -> Any:
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+
+        def add(sampler: Any) -> None:
+            llama_cpp.llama_sampler_chain_add(chain, sampler)
+
+        if params.logit_bias:
+            biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
+            for i, (token, value) in enumerate(params.logit_bias):
+                if not 0 <= token < self.n_vocab:
+                    llama_cpp.llama_sampler_free(chain)
+                    raise InvalidRequest(
+                        f"logit_bias token id {token} is outside the vocabulary (0..{self.n_vocab - 1})",
+                        param="logit_bias",
+                    )
+                biases[i].token = token  # type: ignore[assignment]
+                # OpenAI's -100 bans a token: -inf keeps it out whatever the later samplers do.
+                biases[i].bias = float("-inf") if value <= -100 else value
+            add(llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(params.logit_bias), biases))
+        if grammar is not None:
+            constrained = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
+            if not constrained:
+                llama_cpp.llama_sampler_free(chain)
+                raise InvalidRequest("the output format could not be compiled into a grammar", param="format")
+            add(constrained)
+        if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
+            penalties = llama_cpp.llama_sampler_init_penalties(
+                self.n_vocab,
+                params.repeat_last_n,
+                params.repeat_penalty,
+                params.frequency_penalty,
+                params.presence_penalty,
+            )
+            # The prompt counts as history for repetition penalties, as in llama.cpp's own server.
+            for token in prompt[-params.repeat_last_n :] if params.repeat_last_n > 0 else []:
+                llama_cpp.llama_sampler_accept(penalties, token)
+            add(penalties)
+        if params.greedy:
+            add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            if params.top_k > 0:
+                add(llama_cpp.llama_sampler_init_top_k(params.top_k))
+            if params.top_p < 1.0:
+                add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0.0:
+                add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
+            add(llama_cpp.llama_sampler_init_temp(params.temperature))
+            seed = params.seed if params.seed is not None else random.getrandbits(32)
+            add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    # --- stepping -----------------------------------------------------------------------------
+    def step(self, seqs: list[Sequence]) -> list[GenerationChunk | None]:
+        """One decode for all `seqs`; returns each one's chunk (None while its prompt is still being read)."""
+        batch = self._batch
+        n = 0
+        decoding = [s for s in seqs if not s.pending]
+        for seq in decoding:
+            self._put(batch, n, seq.next_token, len(seq.slot.cached), seq.slot.seq_id, True)
+            seq.slot.cached.append(seq.next_token)
+            seq.logits_index = n
+            n += 1
+        for seq in seqs:
+            if not seq.pending or n >= self._batch_capacity:
+                continue
+            take = seq.pending[: self._batch_capacity - n]
+            del seq.pending[: len(take)]
+            pos = len(seq.slot.cached)
+            for i, token in enumerate(take):
+                self._put(batch, n, token, pos + i, seq.slot.seq_id, False)
+                n += 1
+            seq.slot.cached.extend(take)
+            if not seq.pending:
+                batch.logits[n - 1] = 1
+                seq.logits_index = n - 1
+            else:
+                seq.logits_index = -1
+        batch.n_tokens = n
+        status = llama_cpp.llama_decode(self._ctx, batch)
+        if status != 0:
+            for seq in seqs:
+                self._forget(seq)
+            raise GenerationFailed(f"llama_decode failed with status {status}")
+        return [self._sample(seq) if seq.logits_index >= 0 else None for seq in seqs]
+
+    @staticmethod
+    def _put(batch: Any, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits
+
+    def _forget(self, seq: Sequence) -> None:
+        """After a failed decode the slot's cache state is unknown: clear it."""
+        llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
+        seq.slot.cached = []
+
+    def _sample(self, seq: Sequence) -> GenerationChunk:
+        token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.logits_index))
+        if not seq.output and seq.first_token_at == 0.0:
+            seq.first_token_at = time.perf_counter()
+        if token in self.eog_ids:
+            return self._finish(seq, FinishReason.STOP, "")
+        seq.output.append(token)
+        seq.next_token = token
+        text = seq.stops.feed(seq.assembler.feed(self.piece(token)))
+        if seq.stops.stopped:
+            return self._finish(seq, FinishReason.STOP, text)
+        if len(seq.output) >= seq.budget:
+            tail = seq.stops.feed(seq.assembler.flush()) + seq.stops.flush()
+            return self._finish(seq, FinishReason.STOP if seq.stops.stopped else FinishReason.LENGTH, text + tail)
+        return GenerationChunk(text, token_count=1)
+
+    def _finish(self, seq: Sequence, reason: FinishReason, text: str) -> GenerationChunk:
+        if reason is FinishReason.STOP and not seq.stops.stopped:
+            text += seq.stops.feed(seq.assembler.flush()) + seq.stops.flush()
+        seq.done = True
+        ended = time.perf_counter()
+        first = seq.first_token_at or ended
+        stats = GenerationStats(
+            prompt_tokens=len(seq.prompt),
+            completion_tokens=len(seq.output),
+            cached_prompt_tokens=seq.cached_tokens,
+            prompt_eval_seconds=first - seq.started,
+            generation_seconds=ended - first,
+        )
+        context = seq.prompt + seq.output if seq.return_tokens else None
+        return GenerationChunk(text, token_count=1, finish_reason=reason, stats=stats, context_tokens=context)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
