@@ -27,14 +27,33 @@ from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats, Sa
 
 log = logging.getLogger(__name__)
 
+_native_log = logging.getLogger("heylook_llm.llama_cpp.native")
+# ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continuation lines, such as progress dots).
+_GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _forward_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+    # llama.cpp prints hundreds of lines per load on stderr; keep its warnings and errors, in our log.
+    py_level = _GGML_LEVELS.get(level, logging.DEBUG)
+    if _native_log.isEnabledFor(py_level):
+        message = text.decode("utf-8", "replace").rstrip()
+        if message:
+            _native_log.log(py_level, "%s", message)
+
+
 _backend_ready = False
 
 
 def _init_backend() -> None:
     global _backend_ready  # noqa: PLW0603 - llama_backend_init must run once per process
     if not _backend_ready:
+        llama_cpp.llama_log_set(_forward_native_log, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()
         _backend_ready = True
+        # llama.cpp's INFO lines are a load report, not news: only DEBUG shows them.
+        if not _native_log.isEnabledFor(logging.DEBUG):
+            _native_log.setLevel(logging.WARNING)
 
 
 @dataclass(slots=True)
