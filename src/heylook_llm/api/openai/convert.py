@@ -42,6 +42,7 @@ def chat_request(body: ChatCompletionRequest, entry: ModelEntry, settings: Serve
         ),
         messages=messages,
         request_id=new_id("chatcmpl"),
+        response_format=body.response_format.neutral() if body.response_format else None,
     )
 
 

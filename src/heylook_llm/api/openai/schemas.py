@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from heylook_llm.types import SamplingOverrides
+from heylook_llm.types import ResponseFormat, SamplingOverrides
 
 
 class _Open(BaseModel):
@@ -35,6 +35,30 @@ class ChatMessageIn(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+
+
+class JsonSchemaFormat(_Open):
+    name: str | None = None
+    schema_: dict[str, Any] = Field(alias="schema", description="The JSON schema the output must validate against")
+    strict: bool | None = None
+
+
+class ResponseFormatIn(_Open):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_present(self) -> ResponseFormatIn:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type 'json_schema' needs a json_schema object with a schema")
+        return self
+
+    def neutral(self) -> ResponseFormat | None:
+        if self.type == "json_object":
+            return "json"
+        if self.type == "json_schema" and self.json_schema is not None:
+            return self.json_schema.schema_
+        return None
 
 
 class StreamOptions(_Open):
@@ -105,6 +129,9 @@ class ChatCompletionRequest(SamplingFields):
     )
     messages: list[ChatMessageIn] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    response_format: ResponseFormatIn | None = Field(
+        default=None, description="json_object or json_schema constrain the output with a grammar"
+    )
 
     def resolved_sampling(self) -> SamplingOverrides:
         return self.sampling(self.max_completion_tokens)
