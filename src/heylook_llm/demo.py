@@ -1,9 +1,9 @@
 """Tiny random-weight demo models, generated from a fixed seed so that tests and first runs need no downloads.
 
 Writes a llama-architecture GGUF (with a byte-level BPE tokenizer trained with `tokenizers` and a ChatML
-chat template), an embedding GGUF, and a `models.yaml` serving them. The same command twice writes identical
-files. Weights are kept in Hugging Face layout in memory so that other formats can be written from the same
-numbers.
+chat template), an embedding GGUF, the chat model's weights again as MLX folders (see demo_mlx.py), and a
+`models.yaml` serving them. The same command twice writes identical files. Weights are kept in Hugging Face
+layout in memory so that other formats can be written from the same numbers.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-DEMO_FORMAT_VERSION = "1"
+DEMO_FORMAT_VERSION = "2"
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -136,8 +136,13 @@ def write_llama_gguf(
     *,
     name: str,
     embedding: bool = False,
+    f16: bool = False,
 ) -> None:
+    """`f16` stores the matrices as float16 (norm vectors stay float32, as llama.cpp's converter does)."""
     import gguf
+
+    if f16:
+        weights = {k: v.astype(np.float16) if v.ndim == 2 else v for k, v in weights.items()}
 
     # The gguf writer logs every file at INFO; that is noise in a server's start-up log.
     logging.getLogger("gguf").setLevel(logging.WARNING)
@@ -152,7 +157,7 @@ def write_llama_gguf(
     writer.add_rope_dimension_count(shape.hidden // shape.heads)
     writer.add_rope_freq_base(shape.rope_theta)
     writer.add_layer_norm_rms_eps(shape.rms_eps)
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if f16 else gguf.LlamaFileType.ALL_F32)
     if embedding:
         writer.add_pooling_type(gguf.PoolingType.MEAN)
     writer.add_tokenizer_model("gpt2")
@@ -217,6 +222,12 @@ models:
       n_ctx: 512
       n_threads: 2
       embedding: true
+  - id: demo-mlx
+    provider: mlx
+    description: The same tiny random-weight llama model as demo-gguf, as an MLX folder (mlx-lm)
+    tags: [demo, chat]
+    config:
+      model_path: demo-mlx
 """
 
 
@@ -231,6 +242,9 @@ def write_demo_models(output: Path) -> Path:
     write_llama_gguf(output / "demo-gguf.gguf", shape, chat, tokenizer, name="demo-gguf")
     embed = random_weights(shape, vocab, seed=1, eos_id=eos_id)
     write_llama_gguf(output / "demo-embed-gguf.gguf", shape, embed, tokenizer, name="demo-embed-gguf", embedding=True)
+    from heylook_llm.demo_mlx import write_demo_mlx_models
+
+    write_demo_mlx_models(output, shape, chat, tokenizer)
     yaml_path = output / "models.yaml"
     yaml_path.write_text(_models_yaml(), encoding="utf-8")
     return yaml_path
@@ -242,5 +256,8 @@ def demo_models_current(output: Path) -> bool:
     if not yaml_path.is_file():
         return False
     head = yaml_path.read_text(encoding="utf-8").splitlines()[:1]
+    from heylook_llm.demo_mlx import DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR, MLX_MODEL_FILES
+
     files = ["demo-gguf.gguf", "demo-embed-gguf.gguf"]
+    files += [f"{folder}/{name}" for folder in (DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR) for name in MLX_MODEL_FILES]
     return bool(head) and f"(format {DEMO_FORMAT_VERSION})" in head[0] and all((output / f).is_file() for f in files)

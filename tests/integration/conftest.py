@@ -8,7 +8,7 @@ from heylook_llm.demo import ModelShape, train_tokenizer
 from tests.support.server import ServerProcess
 
 # Every chat behaviour is checked on each backend's demo model.
-CHAT_MODELS = ["demo-gguf"]
+CHAT_MODELS = ["demo-gguf", "demo-mlx"]
 
 
 @pytest.fixture(params=CHAT_MODELS)

@@ -46,7 +46,7 @@ _backend_ready = False
 
 
 def _init_backend() -> None:
-    global _backend_ready  # noqa: PLW0603 - llama_backend_init must run once per process
+    global _backend_ready
     if not _backend_ready:
         llama_cpp.llama_log_set(_forward_native_log, ctypes.c_void_p(0))
         llama_cpp.llama_backend_init()

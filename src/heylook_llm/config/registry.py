@@ -46,6 +46,10 @@ class LlamaCppConfig(_SamplingDefaults):
     embedding: bool = False
     mmproj_path: Path | None = None
     repeat_penalty: float | None = Field(default=None, gt=0.0)
+    parallel: int = Field(default=4, ge=1, le=64)
+    """Sequence slots: requests generated at once in one batch. KV memory is parallel x n_ctx tokens."""
+    prefix_cache: bool = True
+    """Reuse the longest matching prompt prefix left in a free slot's KV cache."""
 
     @field_validator("chat_format")
     @classmethod
@@ -80,10 +84,12 @@ class LlamaCppConfig(_SamplingDefaults):
 
 
 class MLXConfig(_SamplingDefaults):
+    """An mlx-lm model folder; docs/mlx.md describes every field."""
+
     model_path: Path
     vision: bool = False
     draft_model_path: Path | None = None
-    num_draft_tokens: int | None = Field(default=None, ge=1)
+    num_draft_tokens: int = Field(default=2, ge=1)
     cache_type: Literal["standard", "rotating", "quantized"] = "standard"
     max_kv_size: int | None = Field(default=None, ge=1)
     kv_bits: int | None = Field(default=None, ge=2, le=8)
@@ -91,6 +97,23 @@ class MLXConfig(_SamplingDefaults):
     quantized_kv_start: int = Field(default=0, ge=0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     repetition_context_size: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _fields_fit_cache_type(self) -> MLXConfig:
+        # A setting that generation would not use is a mistake to report, not to ignore.
+        if self.cache_type == "rotating" and self.max_kv_size is None:
+            raise ValueError("cache_type rotating needs max_kv_size (how many tokens the cache keeps)")
+        if self.max_kv_size is not None and self.cache_type != "rotating":
+            raise ValueError("max_kv_size applies only to cache_type rotating")
+        if self.cache_type == "quantized" and self.kv_bits is None:
+            raise ValueError("cache_type quantized needs kv_bits (bits per cached value, e.g. 4 or 8)")
+        quantized_only = [f for f in ("kv_bits", "kv_group_size", "quantized_kv_start") if f in self.model_fields_set]
+        if quantized_only and self.cache_type != "quantized":
+            verb = "applies" if len(quantized_only) == 1 else "apply"
+            raise ValueError(f"{', '.join(quantized_only)} {verb} only to cache_type quantized")
+        if "num_draft_tokens" in self.model_fields_set and self.draft_model_path is None:
+            raise ValueError("num_draft_tokens applies only with draft_model_path (speculative decoding)")
+        return self
 
     def sampling_defaults(self) -> SamplingOverrides:
         return SamplingOverrides(
@@ -133,6 +156,8 @@ class ModelEntry(_Strict):
     tags: list[str] = Field(default_factory=list)
     system: str | None = None
     """A system prompt used when a chat request brings none (Ollama's SYSTEM; set by /api/create)."""
+    parent_model: str | None = None
+    """The entry this one was copied or created from through the API (shown by Ollama's /api/show)."""
     config: LlamaCppConfig | MLXConfig
 
     def load_key(self) -> str:
