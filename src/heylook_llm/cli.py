@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from heylook_llm import __version__
+from heylook_llm.config.durations import keep_alive_seconds
 from heylook_llm.config.registry import Registry, RegistryError, load_registry
 from heylook_llm.config.settings import (
     OLLAMA_DEFAULT_PORT,
@@ -21,6 +22,13 @@ from heylook_llm.config.settings import (
 
 log = logging.getLogger("heylook_llm")
 COMMANDS = ("serve", "demo-models")
+
+
+def _keep_alive_arg(text: str) -> float:
+    try:
+        return keep_alive_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +52,14 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         help="models.yaml to serve (default: ./models.yaml, then the per-user config folder)",
     )
     parser.add_argument("--model-id", default=None, help="model to load at start-up (default: default_model)")
+    parser.add_argument(
+        "--keep-alive",
+        type=_keep_alive_arg,
+        default=300.0,
+        metavar="DURATION",
+        help="how long an idle model stays loaded when a request does not say (Ollama's keep_alive): "
+        "'10m', '1h30m', seconds; negative keeps models until evicted (default: 5m)",
+    )
     parser.add_argument(
         "--log-level",
         default="INFO",
@@ -127,7 +143,13 @@ def _serve(args: argparse.Namespace) -> int:
     api = ApiMode(args.api)
     port = default_port(api, args.port)
     settings = ServerSettings(
-        host=args.host, port=port, api=api, config_path=config, startup_model_id=args.model_id, log_level=args.log_level
+        host=args.host,
+        port=port,
+        api=api,
+        config_path=config,
+        startup_model_id=args.model_id,
+        log_level=args.log_level,
+        keep_alive_seconds=args.keep_alive,
     )
     import uvicorn
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, fields
+from typing import Any, Literal
 
 
 class FinishReason(enum.StrEnum):
@@ -72,6 +73,10 @@ class SamplingParams:
         return self.temperature <= 0.0
 
 
+ResponseFormat = Literal["json"] | dict[str, Any]
+"""Constrained output: "json" for any JSON object, or a JSON schema (a dict) the output must validate against."""
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     """One generation: either chat `messages` (formatted with the model's chat template) or a raw `prompt`."""
@@ -81,6 +86,14 @@ class GenerationRequest:
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     request_id: str = ""
+    response_format: ResponseFormat | None = None
+    """Constrain the output to JSON; a backend that cannot must refuse the request (CapabilityError)."""
+    suffix: str | None = None
+    """Text that follows the insertion point (fill-in-the-middle); only with `prompt`, on models with FIM tokens."""
+    context_tokens: list[int] | None = None
+    """Token ids of an earlier prompt and reply (Ollama's `context`), placed before this request's prompt."""
+    return_tokens: bool = False
+    """Report the prompt and output token ids in the final chunk's `context_tokens`, to continue from later."""
 
 
 @dataclass(slots=True)
@@ -104,6 +117,8 @@ class GenerationChunk:
     token_count: int = 0
     finish_reason: FinishReason | None = None
     stats: GenerationStats | None = None
+    context_tokens: list[int] | None = None
+    """On the final chunk when the request set `return_tokens`: prompt and output token ids."""
 
 
 @dataclass(slots=True)

@@ -11,11 +11,15 @@ from fastapi import FastAPI
 
 from heylook_llm import __version__
 from heylook_llm.api.errors import install_error_handlers
+from heylook_llm.api.ollama.body_type import JsonBodyForOllama
+from heylook_llm.api.ollama.routes import routes as ollama_routes
 from heylook_llm.api.openai.routes import routes as openai_routes
 from heylook_llm.config.registry import Registry
-from heylook_llm.config.settings import ServerSettings
+from heylook_llm.config.registry_store import RegistryStore
+from heylook_llm.config.settings import ServerSettings, user_cache_dir
 from heylook_llm.engine.router import BackendFactory, ModelRouter
 from heylook_llm.errors import HeylookError
+from heylook_llm.model_info import ModelInfoReader
 
 log = logging.getLogger(__name__)
 
@@ -60,4 +64,10 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
 
     if settings.api.serves_openai:
         app.include_router(openai_routes)
+    if settings.api.serves_ollama:
+        app.state.model_info = ModelInfoReader(digest_cache_file=user_cache_dir() / "digests.json")
+        app.state.registry_store = RegistryStore(registry.source) if registry.source is not None else None
+        app.state.registry_lock = asyncio.Lock()
+        app.include_router(ollama_routes)
+        app.add_middleware(JsonBodyForOllama)
     return app

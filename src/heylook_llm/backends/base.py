@@ -5,10 +5,11 @@ from __future__ import annotations
 import abc
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.errors import CapabilityError
+from heylook_llm.errors import CapabilityError, GenerationFailed
 from heylook_llm.types import EmbeddingResult, GenerationChunk, GenerationRequest
 
 
@@ -18,6 +19,8 @@ class ModelFacts:
 
     context_length: int = 0
     size_bytes: int = 0
+    accelerator_bytes: int = 0
+    """Bytes of the weights held in GPU (or Apple unified) memory; 0 when the model runs on the CPU."""
     metadata: dict[str, str] = field(default_factory=dict)
     chat_template: str | None = None
 
@@ -34,6 +37,35 @@ class Backend(abc.ABC):
     def load(self) -> None:
         """Load weights; raise ModelLoadError with a reason a user can act on."""
 
+    max_parallel: int = 1
+    """Sequences the worker may step at once; backends that batch raise it after load()."""
+
+    def open_sequence(self, request: GenerationRequest) -> Any:
+        """Start one generation and return its handle for `step`; raise domain errors for a bad request.
+
+        By default the handle is the `generate()` generator, stepped one token at a time.
+        """
+        return self.generate(request)
+
+    def step(self, sequences: list[Any]) -> list[GenerationChunk | BaseException | None]:
+        """Advance every sequence by one token: a chunk each (None: nothing yet, an exception: it failed).
+
+        Batching backends override this to run one forward pass for all sequences.
+        """
+        results: list[GenerationChunk | BaseException | None] = []
+        for sequence in sequences:
+            try:
+                results.append(next(sequence))
+            except StopIteration:
+                results.append(GenerationFailed("the backend ended the stream without a finish reason"))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def close_sequence(self, sequence: Any) -> None:
+        """Release what a finished, failed or cancelled sequence holds."""
+        sequence.close()
+
     @abc.abstractmethod
     def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
         """Yield one chunk per generated token (text may be empty), the last with finish_reason and stats.
@@ -42,7 +74,30 @@ class Backend(abc.ABC):
         close the iterator between tokens to cancel.
         """
 
-    def embed(self, inputs: list[str]) -> EmbeddingResult:
+    def check_request(self, request: GenerationRequest) -> None:
+        """Refuse request features this backend does not implement, before the request is queued.
+
+        Runs on the event loop, so it must only read what `load()` set. Backends override it as they learn
+        features; the base refuses every optional one so that none is silently ignored.
+        """
+        if request.response_format is not None:
+            raise CapabilityError(
+                f"model '{self.entry.id}' ({self.entry.provider}) cannot constrain output to JSON (format)",
+                param="format",
+            )
+        if request.suffix is not None:
+            raise CapabilityError(
+                f"model '{self.entry.id}' ({self.entry.provider}) does not support fill-in-the-middle (suffix)",
+                param="suffix",
+            )
+        if request.context_tokens:
+            raise CapabilityError(
+                f"model '{self.entry.id}' ({self.entry.provider}) cannot continue from token ids (context)",
+                param="context",
+            )
+
+    def embed(self, inputs: list[str], *, truncate: bool = False) -> EmbeddingResult:
+        """One vector per input; `truncate` cuts inputs longer than the context instead of refusing them."""
         raise CapabilityError(f"model '{self.entry.id}' does not produce embeddings", param="model")
 
     @abc.abstractmethod

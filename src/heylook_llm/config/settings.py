@@ -48,3 +48,6 @@ class ServerSettings:
     default_sampling: SamplingParams = field(default_factory=SamplingParams)
     max_queued_requests_per_model: int = 64
     """Requests waiting for one model beyond this get 503 with Retry-After."""
+    keep_alive_seconds: float = 300.0
+    """How long a model stays loaded after its last request when the request does not say (Ollama's keep_alive);
+    `math.inf` keeps models loaded until evicted, 0 unloads them as soon as they are idle."""

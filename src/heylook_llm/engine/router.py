@@ -1,10 +1,18 @@
 """The router: keeps at most `max_loaded_models` loaded, loads on demand exactly once, evicts the least
-recently used idle model, and never unloads a model while a request holds it."""
+recently used idle model, unloads models whose keep-alive ran out, and never unloads a model while a request
+holds it.
+
+Loaded weights are keyed by `ModelEntry.load_key()`, so aliases and variants of one model (same weights, other
+sampling defaults or system prompt) share one loaded copy.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -13,11 +21,12 @@ from dataclasses import dataclass
 
 from heylook_llm.backends import create_backend
 from heylook_llm.backends.base import Backend
+from heylook_llm.config.durations import format_duration
 from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.worker import GenerationStream, ModelWorker
-from heylook_llm.errors import ModelNotFound, ServerBusy
-from heylook_llm.types import GenerationChunk, GenerationRequest
+from heylook_llm.errors import InvalidRequest, ModelNotFound, ServerBusy
+from heylook_llm.types import ChatMessage, GenerationChunk, GenerationRequest
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +37,11 @@ class Lease:
     """A model held for one request: it is not unloaded until `release()` (synchronous and idempotent, so that
     it is safe in `finally` blocks of cancelled tasks)."""
 
-    def __init__(self, router: ModelRouter, model: LoadedModel, load_seconds: float) -> None:
+    def __init__(self, router: ModelRouter, model: LoadedModel, entry: ModelEntry, load_seconds: float) -> None:
         self._router = router
         self._model = model
-        self.entry = model.entry
+        self.entry = entry
+        """The entry the request named (an alias or variant shares the weights of another entry)."""
         self.worker = model.worker
         self.load_seconds = load_seconds
         """Time this request spent waiting for the model to load (0 when it was already loaded)."""
@@ -45,11 +55,30 @@ class Lease:
 
 @dataclass(slots=True)
 class LoadedModel:
+    key: str
     entry: ModelEntry
+    """The entry most recently served by these weights."""
     worker: ModelWorker
     loaded_at: float
     last_used: float
+    """`time.monotonic()` of the last checkout or release."""
+    keep_alive: float
+    """Seconds to stay loaded once idle, set by the latest request; `math.inf` never expires, 0 unloads at once."""
     in_flight: int = 0
+
+    def idle_deadline(self) -> float:
+        """Monotonic time at which an idle model expires (`math.inf` while requests hold it or it never expires)."""
+        if self.in_flight > 0:
+            return math.inf
+        return self.last_used + self.keep_alive
+
+    def expires_at(self) -> float | None:
+        """Wall-clock expiry for display (Ollama's /api/ps); a busy model counts from now. None: never."""
+        if math.isinf(self.keep_alive):
+            return None
+        now = time.monotonic()
+        start = now if self.in_flight > 0 else self.last_used
+        return time.time() + (start + self.keep_alive - now)
 
 
 class ModelRouter:
@@ -59,11 +88,14 @@ class ModelRouter:
         self.registry = registry
         self.settings = settings
         self._backend_factory = backend_factory
-        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # least recently used first
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # by load key, least recently used first
         self._load_lock = asyncio.Lock()
         self._released = asyncio.Event()
+        self._expiry_changed = asyncio.Event()
+        self._expiry_task: asyncio.Task[None] | None = None
         self.loads = 0
         self.evictions = 0
+        self.expirations = 0
 
     def entry(self, model_id: str) -> ModelEntry:
         entry = self.registry.get(model_id)
@@ -74,14 +106,41 @@ class ModelRouter:
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
 
-    async def checkout(self, model_id: str) -> Lease:
-        """Hold `model_id` loaded (loading it first if needed) until the lease is released."""
+    def loaded_model(self, model_id: str) -> LoadedModel | None:
+        """The loaded weights serving `model_id`, if they are loaded."""
+        return self._loaded.get(self.entry(model_id).load_key())
+
+    def replace_registry(self, registry: Registry) -> None:
+        """Serve a changed models.yaml; loaded weights no enabled entry uses any more unload once idle."""
+        self.registry = registry
+        keys = {e.load_key(): e for e in registry.enabled()}
+        for model in self._loaded.values():
+            current = registry.get(model.entry.id)
+            if current is not None and current.load_key() == model.key:
+                model.entry = current
+            elif model.key in keys:
+                model.entry = keys[model.key]
+            else:
+                model.keep_alive = 0.0
+        self._expiry_changed.set()
+
+    async def checkout(self, model_id: str, *, keep_alive: float | None = None) -> Lease:
+        """Hold `model_id` loaded (loading it first if needed) until the lease is released.
+
+        `keep_alive` (seconds, `math.inf` for ever) replaces the model's keep-alive; None means the server default.
+        """
         entry = self.entry(model_id)
+        if keep_alive is None:
+            keep_alive = self.settings.keep_alive_seconds
+        if keep_alive < 0 or math.isnan(keep_alive):
+            raise InvalidRequest("keep_alive must be 0 or more seconds (or infinite)", param="keep_alive")
+        self._ensure_expiry_task()
         started = time.perf_counter()
-        model = self._checkout(model_id)
+        model = self._checkout(entry, keep_alive)
         if model is None:
-            model = await self._load_and_checkout(entry)
-        lease = Lease(self, model, time.perf_counter() - started if model.loaded_at >= started else 0.0)
+            model = await self._load_and_checkout(entry, keep_alive)
+        load_seconds = time.perf_counter() - started if model.loaded_at >= started else 0.0
+        lease = Lease(self, model, entry, load_seconds)
         if model.worker.pending >= self.settings.max_queued_requests_per_model:
             lease.release()
             raise ServerBusy(
@@ -91,8 +150,8 @@ class ModelRouter:
         return lease
 
     @asynccontextmanager
-    async def acquire(self, model_id: str) -> AsyncIterator[Lease]:
-        lease = await self.checkout(model_id)
+    async def acquire(self, model_id: str, *, keep_alive: float | None = None) -> AsyncIterator[Lease]:
+        lease = await self.checkout(model_id, keep_alive=keep_alive)
         try:
             yield lease
         finally:
@@ -102,40 +161,64 @@ class ModelRouter:
         model.in_flight -= 1
         model.last_used = time.monotonic()
         self._released.set()
+        if model.in_flight == 0:
+            self._expiry_changed.set()
 
-    async def load(self, model_id: str) -> None:
-        """Load a model without using it (start-up, preloading)."""
-        async with self.acquire(model_id):
+    async def load(self, model_id: str, *, keep_alive: float | None = None) -> None:
+        """Load a model without using it (start-up, preloading, Ollama's empty requests)."""
+        async with self.acquire(model_id, keep_alive=keep_alive):
             pass
 
     async def unload(self, model_id: str) -> bool:
         """Unload a model now if it is loaded and idle; True when it was unloaded."""
+        key = self.entry(model_id).load_key()
         async with self._load_lock:
-            model = self._loaded.get(model_id)
+            model = self._loaded.get(key)
             if model is None or model.in_flight > 0:
                 return False
-            await self._unload(model_id)
+            await self._unload(key)
             return True
 
-    async def close(self) -> None:
-        async with self._load_lock:
-            for model_id in list(self._loaded):
-                await self._unload(model_id)
+    async def expire(self, model_id: str) -> bool:
+        """Unload now if idle, else as soon as its requests finish (Ollama's keep_alive 0). False if not loaded."""
+        model = self.loaded_model(model_id)
+        if model is None:
+            return False
+        model.keep_alive = 0.0
+        if model.in_flight == 0:
+            await self.unload(model_id)
+        else:
+            self._ensure_expiry_task()
+            self._expiry_changed.set()
+        return True
 
-    def _checkout(self, model_id: str) -> LoadedModel | None:
-        model = self._loaded.get(model_id)
+    async def close(self) -> None:
+        if self._expiry_task is not None:
+            self._expiry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._expiry_task
+            self._expiry_task = None
+        async with self._load_lock:
+            for key in list(self._loaded):
+                await self._unload(key)
+
+    def _checkout(self, entry: ModelEntry, keep_alive: float) -> LoadedModel | None:
+        key = entry.load_key()
+        model = self._loaded.get(key)
         if model is None:
             return None
         model.in_flight += 1
         model.last_used = time.monotonic()
-        self._loaded.move_to_end(model_id)
+        model.keep_alive = keep_alive
+        model.entry = entry
+        self._loaded.move_to_end(key)
         return model
 
-    async def _load_and_checkout(self, entry: ModelEntry) -> LoadedModel:
+    async def _load_and_checkout(self, entry: ModelEntry, keep_alive: float) -> LoadedModel:
         # One lock for all loads: many requests racing for the same model cause exactly one load, and
         # two different models never both count the same free slot.
         async with self._load_lock:
-            model = self._checkout(entry.id)
+            model = self._checkout(entry, keep_alive)
             if model is not None:
                 return model
             await self._make_room()
@@ -145,15 +228,17 @@ class ModelRouter:
             await worker.start()
             self.loads += 1
             log.info("loaded model '%s' in %.2fs", entry.id, worker.load_seconds)
-            now = time.monotonic()
-            model = LoadedModel(entry, worker, loaded_at=time.perf_counter(), last_used=now)
-            self._loaded[entry.id] = model
+            key = entry.load_key()
+            model = LoadedModel(
+                key, entry, worker, loaded_at=time.perf_counter(), last_used=time.monotonic(), keep_alive=keep_alive
+            )
+            self._loaded[key] = model
             model.in_flight += 1
             return model
 
     async def _make_room(self) -> None:
         while len(self._loaded) >= self.registry.max_loaded_models:
-            victim = next((mid for mid, m in self._loaded.items() if m.in_flight == 0), None)
+            victim = next((key for key, m in self._loaded.items() if m.in_flight == 0), None)
             if victim is not None:
                 await self._unload(victim)
                 self.evictions += 1
@@ -162,10 +247,60 @@ class ModelRouter:
             self._released.clear()
             await self._released.wait()
 
-    async def _unload(self, model_id: str) -> None:
-        model = self._loaded.pop(model_id)
-        log.info("unloading model '%s'", model_id)
+    async def _unload(self, key: str) -> None:
+        # The pop happens before the first await: a checkout that runs meanwhile cannot find the model and
+        # waits for the load lock instead of using weights that are going away.
+        model = self._loaded.pop(key)
+        log.info("unloading model '%s'", model.entry.id)
         await model.worker.stop()
+
+    # --- keep-alive expiry ----------------------------------------------------------------------
+    def _ensure_expiry_task(self) -> None:
+        if self._expiry_task is None or self._expiry_task.done():
+            self._expiry_task = asyncio.get_running_loop().create_task(
+                self._unload_expired_forever(), name="model-keep-alive"
+            )
+
+    def _seconds_to_next_expiry(self) -> float | None:
+        deadline = min((m.idle_deadline() for m in self._loaded.values()), default=math.inf)
+        return None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
+
+    async def _unload_expired_forever(self) -> None:
+        """Sleep until the next idle model's keep-alive runs out (or a release changes the picture); unload it."""
+        while True:
+            self._expiry_changed.clear()
+            delay = self._seconds_to_next_expiry()
+            if delay is None:
+                await self._expiry_changed.wait()
+            elif delay > 0:
+                # asyncio.timeout rather than wait_for: on 3.11, wait_for can leave a cancelled task hanging.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._expiry_changed.wait()
+            try:
+                await self._unload_expired()
+            except Exception:
+                log.exception("unloading expired models failed")
+
+    async def _unload_expired(self) -> None:
+        async with self._load_lock:
+            for key, model in list(self._loaded.items()):
+                # Re-checked for each model: the previous unload awaited, and requests may have arrived.
+                if self._loaded.get(key) is model and model.idle_deadline() <= time.monotonic():
+                    log.info(
+                        "model '%s' was idle for its keep-alive (%s): unloading",
+                        model.entry.id,
+                        format_duration(model.keep_alive),
+                    )
+                    self.expirations += 1
+                    await self._unload(key)
+
+
+def with_entry_defaults(request: GenerationRequest, entry: ModelEntry) -> GenerationRequest:
+    """Apply what the registry entry adds to every request: its system prompt, when the chat has none."""
+    if entry.system and request.messages is not None and not any(m.role == "system" for m in request.messages):
+        return dataclasses.replace(request, messages=[ChatMessage("system", entry.system), *request.messages])
+    return request
 
 
 class ActiveGeneration:
@@ -194,11 +329,18 @@ class ActiveGeneration:
         self.lease.release()
 
 
-async def start_generation(router: ModelRouter, request: GenerationRequest) -> ActiveGeneration:
-    """Acquire the model, queue the request and wait until the prompt is accepted (errors surface here)."""
-    lease = await router.checkout(request.model_id)
+async def start_generation(
+    router: ModelRouter, request: GenerationRequest, *, keep_alive: float | None = None
+) -> ActiveGeneration:
+    """Acquire the model, queue the request and wait until the prompt is accepted (errors surface here).
+
+    `keep_alive`: seconds the model stays loaded after this request (None: the server default).
+    """
+    request = with_entry_defaults(request, router.entry(request.model_id))
+    lease = await router.checkout(request.model_id, keep_alive=keep_alive)
     stream: GenerationStream | None = None
     try:
+        lease.worker.backend.check_request(request)
         stream = lease.worker.submit(request)
         first = await anext(stream)
     except BaseException:

@@ -1,0 +1,350 @@
+"""Ollama wire types <-> neutral types: requests become GenerationRequests, results become Ollama's JSON."""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from heylook_llm.api.ollama.go_template import render_go_template
+from heylook_llm.api.ollama.schemas import ChatRequest, GenerateRequest, JsonFormat, Message, Options
+from heylook_llm.config.registry import LlamaCppConfig, ModelEntry, Registry
+from heylook_llm.config.sampling import resolve_sampling
+from heylook_llm.config.settings import ServerSettings
+from heylook_llm.errors import CapabilityError, InvalidRequest, ModelNotFound
+from heylook_llm.model_info import ModelFileInfo
+from heylook_llm.types import (
+    ChatMessage,
+    FinishReason,
+    GenerationRequest,
+    GenerationStats,
+    ResponseFormat,
+    SamplingOverrides,
+)
+
+log = logging.getLogger(__name__)
+
+UNLIMITED_TOKENS = 2**31 - 1
+"""num_predict -1/-2/0: generate until the context window is full (the backend caps at the window)."""
+NEVER_EXPIRES = "9999-12-31T23:59:59Z"
+"""/api/ps expires_at for a model kept loaded for ever (Ollama shows a far-future date too)."""
+
+
+# --- names -----------------------------------------------------------------------------------------------
+
+
+def model_id(name: str, registry: Registry) -> str:
+    """The registry id for an Ollama model name: exact match first, then without a `:latest` tag."""
+    if registry.get(name) is not None:
+        return name
+    base = name.removesuffix(":latest")
+    if base != name and registry.get(base) is not None:
+        return base
+    raise ModelNotFound(name, [m.id for m in registry.enabled()])
+
+
+def new_model_id(name: str) -> str:
+    """The id to store for a new model name: `mario:latest` is kept as `mario`."""
+    return name.removesuffix(":latest")
+
+
+def display_name(model_id: str) -> str:
+    """Ollama's names carry a tag; ids without one are shown with `:latest`, as Ollama shows them."""
+    return model_id if ":" in model_id.rsplit("/", 1)[-1] else f"{model_id}:latest"
+
+
+# --- requests --------------------------------------------------------------------------------------------
+
+
+def sampling(options: Options | None, *, where: str = "options") -> SamplingOverrides:
+    """Ollama options -> neutral sampling overrides; options without an effect here are logged and ignored."""
+    if options is None:
+        return SamplingOverrides()
+    ignored = options.ignored() + (["num_ctx"] if options.num_ctx is not None and where == "options" else [])
+    if ignored:
+        log.debug("%s ignored (no effect on this server): %s", where, ", ".join(ignored))
+    max_tokens = options.num_predict
+    if max_tokens is not None and max_tokens <= 0:
+        max_tokens = UNLIMITED_TOKENS
+    seed = options.seed if options.seed is not None and options.seed >= 0 else None
+    return SamplingOverrides(
+        temperature=options.temperature,
+        top_p=options.top_p,
+        top_k=options.top_k,
+        min_p=options.min_p,
+        repeat_penalty=options.repeat_penalty,
+        repeat_last_n=options.repeat_last_n,
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        seed=seed,
+        max_tokens=max_tokens,
+        stop=options.stop,
+    )
+
+
+def response_format(value: JsonFormat) -> ResponseFormat | None:
+    if value is None or value == "":
+        return None
+    if value == "json":
+        return "json"
+    if isinstance(value, dict):
+        return value
+    raise InvalidRequest('format must be "json" or a JSON schema object', param="format")
+
+
+def _refuse_unsupported(body: ChatRequest | GenerateRequest, entry: ModelEntry) -> None:
+    if body.think not in (None, False, "", "false"):
+        raise CapabilityError(f"model '{entry.id}' does not support thinking", param="think")
+    if body.logprobs:
+        raise CapabilityError("log probabilities are not available through the Ollama API here yet", param="logprobs")
+    if isinstance(body, ChatRequest) and body.tools:
+        raise CapabilityError("tool calling is not available on this server yet", param="tools")
+    images = (
+        body.images if isinstance(body, GenerateRequest) else [i for m in body.messages or [] for i in m.images or []]
+    )
+    if images:
+        raise CapabilityError(f"model '{entry.id}' cannot take images through this server yet", param="images")
+
+
+def _message(msg: Message) -> ChatMessage:
+    return ChatMessage(msg.role, msg.content or "")
+
+
+def chat_request(body: ChatRequest, entry: ModelEntry, settings: ServerSettings) -> GenerationRequest:
+    _refuse_unsupported(body, entry)
+    return GenerationRequest(
+        model_id=entry.id,
+        sampling=resolve_sampling(sampling(body.options), entry.config.sampling_defaults(), settings.default_sampling),
+        messages=[_message(m) for m in body.messages or []],
+        request_id=f"ollama-chat-{uuid.uuid4().hex[:16]}",
+        response_format=response_format(body.format),
+    )
+
+
+def generate_request(body: GenerateRequest, entry: ModelEntry, settings: ServerSettings) -> GenerationRequest:
+    """Raw prompts and suffixes go to the model as they are; other prompts through the chat template (or the
+    request's Go template) as one user turn, after `system`."""
+    _refuse_unsupported(body, entry)
+    resolved = resolve_sampling(sampling(body.options), entry.config.sampling_defaults(), settings.default_sampling)
+    request = GenerationRequest(
+        model_id=entry.id,
+        sampling=resolved,
+        request_id=f"ollama-generate-{uuid.uuid4().hex[:16]}",
+        response_format=response_format(body.format),
+        context_tokens=list(body.context) if body.context else None,
+        # Ollama returns no context for raw prompts: the caller owns the formatting there.
+        return_tokens=not body.raw,
+    )
+    prompt = body.prompt or ""
+    if body.suffix:
+        request.prompt = prompt
+        request.suffix = body.suffix
+    elif body.raw:
+        request.prompt = prompt
+    elif body.template:
+        system = body.system or entry.system or ""
+        request.prompt = render_go_template(body.template, system=system, prompt=prompt)
+    else:
+        messages = [ChatMessage("system", body.system)] if body.system else []
+        request.messages = [*messages, ChatMessage("user", prompt)]
+    return request
+
+
+# --- responses -------------------------------------------------------------------------------------------
+
+
+def timestamp(at: float | None = None) -> str:
+    """RFC 3339 in UTC with a Z, as Ollama writes `created_at`."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def done_reason(reason: FinishReason | None) -> str:
+    return "length" if reason is FinishReason.LENGTH else "stop"
+
+
+def nanoseconds(seconds: float) -> int:
+    return max(0, round(seconds * 1e9))
+
+
+def measurements(stats: GenerationStats, total_seconds: float) -> dict[str, int]:
+    return {
+        "total_duration": nanoseconds(total_seconds),
+        "load_duration": nanoseconds(stats.load_seconds),
+        "prompt_eval_count": stats.prompt_tokens,
+        "prompt_eval_duration": nanoseconds(stats.prompt_eval_seconds),
+        "eval_count": stats.completion_tokens,
+        "eval_duration": nanoseconds(stats.generation_seconds),
+    }
+
+
+def chat_piece(model: str, text: str) -> dict[str, Any]:
+    return {"model": model, "created_at": timestamp(), "message": {"role": "assistant", "content": text}, "done": False}
+
+
+def generate_piece(model: str, text: str) -> dict[str, Any]:
+    return {"model": model, "created_at": timestamp(), "response": text, "done": False}
+
+
+def chat_final(
+    model: str, text: str, reason: FinishReason | None, stats: GenerationStats, total_seconds: float
+) -> dict[str, Any]:
+    return {
+        "model": model,
+        "created_at": timestamp(),
+        "message": {"role": "assistant", "content": text},
+        "done": True,
+        "done_reason": done_reason(reason),
+        **measurements(stats, total_seconds),
+    }
+
+
+def generate_final(
+    model: str,
+    text: str,
+    reason: FinishReason | None,
+    stats: GenerationStats,
+    total_seconds: float,
+    context: list[int] | None,
+) -> dict[str, Any]:
+    final: dict[str, Any] = {
+        "model": model,
+        "created_at": timestamp(),
+        "response": text,
+        "done": True,
+        "done_reason": done_reason(reason),
+    }
+    if context is not None:
+        final["context"] = context
+    final.update(measurements(stats, total_seconds))
+    return final
+
+
+def load_reply(model: str, *, chat: bool, unloaded: bool) -> dict[str, Any]:
+    """The answer to an empty request, which only loads (or, with keep_alive 0, unloads) the model."""
+    reply: dict[str, Any] = {"model": model, "created_at": timestamp()}
+    if chat:
+        reply["message"] = {"role": "assistant", "content": ""}
+    else:
+        reply["response"] = ""
+    reply["done"] = True
+    reply["done_reason"] = "unload" if unloaded else "load"
+    return reply
+
+
+def shortened(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
+    """Keep the first `dimensions` values of each vector and rescale to unit length (Ollama's `dimensions`)."""
+    if dimensions is None:
+        return vectors
+    out = []
+    for vector in vectors:
+        if dimensions >= len(vector):
+            out.append(vector)
+            continue
+        head = vector[:dimensions]
+        norm = math.sqrt(sum(v * v for v in head))
+        out.append([v / norm for v in head] if norm > 0 else head)
+    return out
+
+
+# --- model facts -----------------------------------------------------------------------------------------
+
+
+def details(info: ModelFileInfo, entry: ModelEntry) -> dict[str, Any]:
+    return {
+        "parent_model": display_name(entry.parent_model) if entry.parent_model else "",
+        "format": info.format,
+        "family": info.family,
+        "families": list(info.families),
+        "parameter_size": info.parameter_size,
+        "quantization_level": info.quantization_level,
+    }
+
+
+def listed_model(entry: ModelEntry, info: ModelFileInfo, digest: str) -> dict[str, Any]:
+    name = display_name(entry.id)
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": timestamp(info.modified_at),
+        "size": info.size_bytes,
+        "digest": digest,
+        "details": details(info, entry),
+    }
+
+
+def running_model(
+    entry: ModelEntry,
+    info: ModelFileInfo,
+    digest: str,
+    *,
+    size_bytes: int,
+    accelerator_bytes: int,
+    expires_at: float | None,
+    context_length: int,
+) -> dict[str, Any]:
+    name = display_name(entry.id)
+    return {
+        "name": name,
+        "model": name,
+        "size": size_bytes,
+        "size_vram": accelerator_bytes,
+        "digest": digest,
+        "details": details(info, entry),
+        "expires_at": NEVER_EXPIRES if expires_at is None else timestamp(expires_at),
+        "context_length": context_length,
+    }
+
+
+def capabilities(entry: ModelEntry, info: ModelFileInfo) -> list[str]:
+    """What the model really does here: tool calling and thinking are not offered, so never listed."""
+    found = list(entry.capabilities)
+    if info.has_vision and "vision" not in found and "completion" in found:
+        found.append("vision")
+    if "completion" in found and info.has_fill_in_middle and entry.provider == "llama_cpp":
+        found.append("insert")
+    return found
+
+
+def _parameter_lines(entry: ModelEntry) -> list[tuple[str, str]]:
+    defaults = entry.config.sampling_defaults()
+    lines: list[tuple[str, str]] = []
+    if isinstance(entry.config, LlamaCppConfig):
+        lines.append(("num_ctx", str(entry.config.n_ctx)))
+    for name, value in (
+        ("temperature", defaults.temperature),
+        ("top_p", defaults.top_p),
+        ("top_k", defaults.top_k),
+        ("min_p", defaults.min_p),
+        ("repeat_penalty", defaults.repeat_penalty),
+        ("repeat_last_n", defaults.repeat_last_n),
+        ("num_predict", defaults.max_tokens),
+    ):
+        if value is not None:
+            lines.append((name, f"{value:g}" if isinstance(value, float) else str(value)))
+    lines.extend(("stop", f'"{stop}"') for stop in defaults.stop or [])
+    return lines
+
+
+def parameters_text(entry: ModelEntry) -> str:
+    """Ollama's `parameters`: one `name value` per line, names padded as `ollama show` prints them."""
+    return "\n".join(f"{name:<30} {value}" for name, value in _parameter_lines(entry))
+
+
+def modelfile_text(entry: ModelEntry, info: ModelFileInfo) -> str:
+    lines = [
+        f"# Modelfile generated by heylookllm for {display_name(entry.id)}",
+        "# The chat template is Jinja (see `template`); heylookllm does not run Go templates.",
+        f"FROM {info.path}",
+    ]
+    if entry.system:
+        lines.append(f'SYSTEM """{entry.system}"""')
+    lines.extend(f"PARAMETER {name} {value}" for name, value in _parameter_lines(entry))
+    return "\n".join(lines) + "\n"
+
+
+def model_info(info: ModelFileInfo) -> dict[str, Any]:
+    """The model's own metadata; long arrays (token lists) are null unless /api/show asked for `verbose`."""
+    return {k: v for k, v in info.metadata.items() if k != "tokenizer.chat_template"}

@@ -1,0 +1,260 @@
+"""Ollama HTTP routes about models: list, show, running, copy, create, delete; pull and push answer how to add
+models instead. Also `GET /` and /api/version, which clients use to find an Ollama server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import APIRouter, Request
+from pydantic import ValidationError
+from starlette.responses import PlainTextResponse, Response
+
+from heylook_llm.api.framing import OrjsonResponse, ndjson_line
+from heylook_llm.api.ollama import convert
+from heylook_llm.api.ollama.schemas import (
+    CopyRequest,
+    CreateRequest,
+    ListResponse,
+    ModelRequest,
+    Options,
+    ProcessResponse,
+    PullRequest,
+    ShowResponse,
+    VersionResponse,
+)
+from heylook_llm.config.chat_formats import CHAT_FORMATS
+from heylook_llm.config.registry import LlamaCppConfig, ModelEntry, Registry
+from heylook_llm.config.registry_store import RegistryStore
+from heylook_llm.engine.router import ModelRouter
+from heylook_llm.errors import CapabilityError, InvalidRequest, ModelLoadError, ModelNotFound
+from heylook_llm.model_info import ModelFileError, ModelFileInfo, ModelInfoReader, read_model_files
+
+log = logging.getLogger(__name__)
+
+OLLAMA_API_VERSION = "0.12.0"
+"""The Ollama version whose API this server follows (clients compare it to enable features)."""
+NDJSON = "application/x-ndjson"
+HOW_TO_ADD = (
+    "heylookllm serves the models listed in its models.yaml and does not download from a registry; "
+    "add a model with `heylookllm import PATH` or by editing models.yaml"
+)
+
+model_routes = APIRouter()
+
+
+def _router(request: Request) -> ModelRouter:
+    router: ModelRouter = request.app.state.router
+    return router
+
+
+def _reader(request: Request) -> ModelInfoReader:
+    reader: ModelInfoReader = request.app.state.model_info
+    return reader
+
+
+def _store(request: Request) -> RegistryStore:
+    store: RegistryStore | None = request.app.state.registry_store
+    if store is None:
+        raise CapabilityError("the models were not loaded from a models.yaml file, so they cannot be changed")
+    return store
+
+
+async def _facts(reader: ModelInfoReader, entry: ModelEntry) -> tuple[ModelFileInfo, str]:
+    """File facts and digest, read off the event loop (hashing a large file takes seconds, once)."""
+    path: Path = entry.config.model_path
+    try:
+        info = await asyncio.to_thread(reader.info, path)
+        digest = await asyncio.to_thread(reader.digest, path)
+    except (ModelFileError, OSError) as exc:
+        raise ModelLoadError(entry.id, f"its files cannot be read: {exc}") from exc
+    return info, digest
+
+
+def _template(entry: ModelEntry, info: ModelFileInfo) -> str:
+    """The chat template requests are formatted with (models.yaml overrides the file's own)."""
+    config = entry.config
+    if isinstance(config, LlamaCppConfig):
+        if config.chat_template is not None:
+            return config.chat_template
+        if config.chat_format is not None:
+            return CHAT_FORMATS[config.chat_format]
+    return info.chat_template or ""
+
+
+@model_routes.get("/", response_class=PlainTextResponse, summary="Ollama is running")
+@model_routes.head("/", include_in_schema=False)
+async def root() -> PlainTextResponse:
+    return PlainTextResponse("Ollama is running")
+
+
+@model_routes.get("/api/version", response_model=VersionResponse, summary="The Ollama API version")
+@model_routes.head("/api/version", include_in_schema=False)
+async def version() -> Response:
+    return OrjsonResponse({"version": OLLAMA_API_VERSION})
+
+
+@model_routes.get("/api/tags", response_model=ListResponse, summary="Models served")
+@model_routes.head("/api/tags", include_in_schema=False)
+async def tags(request: Request) -> Response:
+    if request.method == "HEAD":
+        return Response(media_type="application/json")
+    reader = _reader(request)
+    listed: list[dict[str, Any]] = []
+    for entry in _router(request).registry.enabled():
+        try:
+            info, digest = await _facts(reader, entry)
+        except ModelLoadError as exc:
+            log.warning("/api/tags leaves out %s", exc.message)
+            continue
+        listed.append(convert.listed_model(entry, info, digest))
+    return OrjsonResponse({"models": listed})
+
+
+@model_routes.post("/api/show", response_model=ShowResponse, summary="Details, metadata and template of a model")
+async def show(body: ModelRequest, request: Request) -> Response:
+    router = _router(request)
+    entry = router.entry(convert.model_id(body.model, router.registry))
+    info, _ = await _facts(_reader(request), entry)
+    if body.verbose:
+        info = await asyncio.to_thread(read_model_files, entry.config.model_path, include_large_arrays=True)
+    payload: dict[str, Any] = {
+        "modelfile": convert.modelfile_text(entry, info),
+        "parameters": convert.parameters_text(entry),
+        "template": _template(entry, info),
+        "details": convert.details(info, entry),
+        "model_info": convert.model_info(info),
+        "capabilities": convert.capabilities(entry, info),
+        "modified_at": convert.timestamp(info.modified_at),
+    }
+    if entry.system:
+        payload["system"] = entry.system
+    return OrjsonResponse(payload)
+
+
+@model_routes.get("/api/ps", response_model=ProcessResponse, summary="Models loaded now, with their expiry")
+async def running(request: Request) -> Response:
+    reader = _reader(request)
+    rows: list[dict[str, Any]] = []
+    for model in _router(request).loaded():
+        facts = model.worker.backend.facts
+        try:
+            info, digest = await _facts(reader, model.entry)
+        except ModelLoadError as exc:
+            log.warning("/api/ps: %s", exc.message)
+            continue
+        rows.append(
+            convert.running_model(
+                model.entry,
+                info,
+                digest,
+                size_bytes=facts.size_bytes or info.size_bytes,
+                accelerator_bytes=facts.accelerator_bytes,
+                expires_at=model.expires_at(),
+                context_length=facts.context_length or info.context_length,
+            )
+        )
+    return OrjsonResponse({"models": rows})
+
+
+async def _edit_registry(request: Request, edit: Callable[[RegistryStore], Registry]) -> None:
+    """Run one models.yaml edit at a time (off the loop) and serve the result."""
+    store = _store(request)
+    lock: asyncio.Lock = request.app.state.registry_lock
+    async with lock:
+        registry = await asyncio.to_thread(edit, store)
+        _router(request).replace_registry(registry)
+
+
+@model_routes.post("/api/copy", summary="Copy a model: a new name for the same weights (models.yaml alias)")
+async def copy_model(body: CopyRequest, request: Request) -> Response:
+    router = _router(request)
+    source = convert.model_id(body.source, router.registry)
+    destination = convert.new_model_id(body.destination)
+    await _edit_registry(request, lambda store: store.copy_entry(source, destination))
+    return Response(status_code=200)
+
+
+@model_routes.delete("/api/delete", summary="Remove a model from models.yaml (its files are kept)")
+async def delete_model(body: ModelRequest, request: Request) -> Response:
+    router = _router(request)
+    model_id = convert.model_id(body.model, router.registry)
+    await _edit_registry(request, lambda store: store.remove_entry(model_id))
+    return Response(status_code=200)
+
+
+def _checked_jinja(template: str) -> str:
+    try:
+        jinja2.Environment().parse(template)
+    except jinja2.TemplateSyntaxError as exc:
+        raise InvalidRequest(
+            f"template must be a Jinja chat template (as in tokenizer_config.json); Go templates are not run "
+            f"here: {exc.message}",
+            param="template",
+        ) from exc
+    return template
+
+
+@model_routes.post("/api/create", summary="Create a variant of a model: same weights, other defaults")
+async def create_model(body: CreateRequest, request: Request) -> Response:
+    if body.files or body.adapters:
+        raise CapabilityError(f"creating a model from uploaded files or adapters is not supported; {HOW_TO_ADD}")
+    if body.quantize:
+        raise CapabilityError("quantize is not supported: quantize with llama.cpp's tools, then import the file")
+    if body.messages:
+        raise CapabilityError("messages (a stored conversation) are not supported in models.yaml", param="messages")
+    if not body.from_:
+        raise InvalidRequest("from is required: the name of the model to make the variant of", param="from")
+    if body.license:
+        log.debug("/api/create: license is not stored")
+    router = _router(request)
+    base = convert.model_id(body.from_, router.registry)
+    try:
+        options = Options.model_validate(body.parameters or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InvalidRequest(f"invalid request: parameters: {problems}", param="parameters") from exc
+    new_id = convert.new_model_id(body.model)
+    sampling = convert.sampling(options, where="create parameters")
+    template = _checked_jinja(body.template) if body.template is not None else None
+    await _edit_registry(
+        request,
+        lambda store: store.add_variant(
+            base, new_id, system=body.system, sampling=sampling, chat_template=template, context_length=options.num_ctx
+        ),
+    )
+    statuses = [f"using the weights of {convert.display_name(base)}", "writing models.yaml", "success"]
+    if body.stream:
+        return Response(b"".join(ndjson_line({"status": s}) for s in statuses), media_type=NDJSON)
+    return OrjsonResponse({"status": "success"})
+
+
+@model_routes.post("/api/pull", summary="Answers success for a model already served; nothing is downloaded")
+async def pull(body: PullRequest, request: Request) -> Response:
+    router = _router(request)
+    try:
+        convert.model_id(body.model, router.registry)
+    except ModelNotFound:
+        return OrjsonResponse({"error": f"model '{body.model}' is not available: {HOW_TO_ADD}"}, status_code=404)
+    if body.stream:
+        return Response(ndjson_line({"status": "success"}), media_type=NDJSON)
+    return OrjsonResponse({"status": "success"})
+
+
+@model_routes.post("/api/push", summary="Not supported: there is no registry to push to")
+async def push(body: PullRequest) -> Response:
+    return OrjsonResponse({"error": "heylookllm does not push models to a registry"}, status_code=501)
+
+
+@model_routes.head("/api/blobs/{digest}", summary="No blobs are stored here")
+async def blob_exists(digest: str) -> Response:
+    return Response(status_code=404)
+
+
+@model_routes.post("/api/blobs/{digest}", summary="Not supported: models are added with heylookllm import")
+async def blob_upload(digest: str) -> Response:
+    return OrjsonResponse({"error": f"uploading model files is not supported; {HOW_TO_ADD}"}, status_code=501)

@@ -1,0 +1,198 @@
+"""Ollama HTTP routes for generation and embeddings: parse, convert, run through the router, encode (NDJSON or
+one JSON body). The model-management routes are in `model_routes`; `routes` serves both."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response, StreamingResponse
+
+from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.framing import OrjsonResponse, ndjson_line
+from heylook_llm.api.ollama import convert
+from heylook_llm.api.ollama.model_routes import model_routes
+from heylook_llm.api.ollama.schemas import (
+    ChatRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    EmbedResponse,
+    GenerateRequest,
+    GenerationPiece,
+    error_schema,
+)
+from heylook_llm.config.registry import ModelEntry
+from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
+from heylook_llm.errors import HeylookError, InvalidRequest
+from heylook_llm.types import EmbeddingResult, FinishReason, GenerationStats
+
+NDJSON = "application/x-ndjson"
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: error_schema("invalid request: options.temperature: Input should be greater than or equal to 0"),
+    404: error_schema("model 'nope' not found; available models: demo-gguf"),
+    500: error_schema("model 'demo-gguf' failed to load: ..."),
+    503: error_schema("model 'demo-gguf' has 64 requests queued; try again shortly"),
+}
+STREAM_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": GenerationPiece,
+        "description": "With stream (the default): NDJSON, one piece per line, the last with done true; "
+        'a failure after the first line is a line {"error": "..."}. Without stream: one JSON object.',
+        "content": {NDJSON: {}},
+    }
+}
+
+routes = APIRouter(tags=["Ollama"], responses=ERRORS)
+routes.include_router(model_routes)
+
+
+def _router(request: Request) -> ModelRouter:
+    router: ModelRouter = request.app.state.router
+    return router
+
+
+def _settings(request: Request) -> ServerSettings:
+    settings: ServerSettings = request.app.state.settings
+    return settings
+
+
+def _entry(router: ModelRouter, name: str) -> ModelEntry:
+    return router.entry(convert.model_id(name, router.registry))
+
+
+def _single(payload: dict[str, Any], stream: bool) -> Response:
+    """One object, as a one-line NDJSON stream when the client asked for a stream."""
+    if stream:
+        return Response(ndjson_line(payload), media_type=NDJSON)
+    return OrjsonResponse(payload)
+
+
+async def _load_only(router: ModelRouter, entry: ModelEntry, body: ChatRequest | GenerateRequest) -> Response:
+    """Ollama's empty request: load the model (keep_alive 0: unload it) and answer done."""
+    if body.keep_alive == 0:
+        await router.expire(entry.id)
+    else:
+        await router.load(entry.id, keep_alive=body.keep_alive)
+    chat = isinstance(body, ChatRequest)
+    return _single(convert.load_reply(body.model, chat=chat, unloaded=body.keep_alive == 0), body.stream)
+
+
+async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats, list[int] | None]:
+    parts: list[str] = []
+    try:
+        async for chunk in active.chunks():
+            parts.append(chunk.text)
+            if chunk.finish_reason is not None:
+                return "".join(parts), chunk.finish_reason, chunk.stats or GenerationStats(), chunk.context_tokens
+    finally:
+        active.close()
+    raise AssertionError("a generation ended without a finish reason")
+
+
+async def _lines(
+    active: ActiveGeneration,
+    piece: Callable[[str], dict[str, Any]],
+    final: Callable[[FinishReason | None, GenerationStats, list[int] | None], dict[str, Any]],
+) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in active.chunks():
+            if chunk.text:
+                yield ndjson_line(piece(chunk.text))
+            if chunk.finish_reason is not None:
+                yield ndjson_line(final(chunk.finish_reason, chunk.stats or GenerationStats(), chunk.context_tokens))
+    except HeylookError as exc:
+        # The 200 and earlier lines are gone already: Ollama reports a late failure as an error line.
+        yield ndjson_line({"error": exc.message})
+    finally:
+        active.close()
+
+
+@routes.post("/api/chat", summary="Chat (NDJSON stream by default)", responses=STREAM_DOC)
+async def chat(body: ChatRequest, request: Request) -> Response:
+    started = time.perf_counter()
+    router = _router(request)
+    entry = _entry(router, body.model)
+    if not body.messages:
+        return await _load_only(router, entry, body)
+    gen = convert.chat_request(body, entry, _settings(request))
+    active = await start_generation(router, gen, keep_alive=body.keep_alive)
+    name = body.model
+    if body.stream:
+
+        def final(reason: FinishReason | None, stats: GenerationStats, _: list[int] | None) -> dict[str, Any]:
+            return convert.chat_final(name, "", reason, stats, time.perf_counter() - started)
+
+        lines = _lines(active, lambda text: convert.chat_piece(name, text), final)
+        return StreamingResponse(lines, media_type=NDJSON)
+    text, reason, stats, _ = await unless_disconnected(request, _collect(active))
+    return OrjsonResponse(convert.chat_final(name, text, reason, stats, time.perf_counter() - started))
+
+
+@routes.post("/api/generate", summary="Complete a prompt (NDJSON stream by default)", responses=STREAM_DOC)
+async def generate(body: GenerateRequest, request: Request) -> Response:
+    started = time.perf_counter()
+    router = _router(request)
+    entry = _entry(router, body.model)
+    if not body.prompt and not body.suffix and not body.images:
+        return await _load_only(router, entry, body)
+    gen = convert.generate_request(body, entry, _settings(request))
+    active = await start_generation(router, gen, keep_alive=body.keep_alive)
+    name = body.model
+    if body.stream:
+
+        def final(reason: FinishReason | None, stats: GenerationStats, context: list[int] | None) -> dict[str, Any]:
+            return convert.generate_final(name, "", reason, stats, time.perf_counter() - started, context)
+
+        lines = _lines(active, lambda text: convert.generate_piece(name, text), final)
+        return StreamingResponse(lines, media_type=NDJSON)
+    text, reason, stats, context = await unless_disconnected(request, _collect(active))
+    return OrjsonResponse(convert.generate_final(name, text, reason, stats, time.perf_counter() - started, context))
+
+
+async def _embed(
+    router: ModelRouter, entry: ModelEntry, inputs: list[str], keep_alive: float | None, truncate: bool
+) -> tuple[EmbeddingResult, float]:
+    """(vectors, seconds spent loading) for non-empty inputs; no inputs only loads the model, as Ollama does."""
+    async with router.acquire(entry.id, keep_alive=keep_alive) as lease:
+        if not inputs:
+            return EmbeddingResult(), lease.load_seconds
+        result = await lease.worker.call(lambda backend: backend.embed(inputs, truncate=truncate))
+        return result, lease.load_seconds
+
+
+@routes.post("/api/embed", summary="Embeddings for a text or a list of texts", response_model=EmbedResponse)
+async def embed(body: EmbedRequest, request: Request) -> Response:
+    started = time.perf_counter()
+    router = _router(request)
+    entry = _entry(router, body.model)
+    if isinstance(body.input, str):
+        inputs = [body.input] if body.input else []
+    else:
+        inputs = list(body.input)
+        if any(not text for text in inputs):
+            raise InvalidRequest("input: the list holds an empty string", param="input")
+    if body.options is not None:
+        convert.sampling(body.options, where="embedding options")
+    work = _embed(router, entry, inputs, body.keep_alive, body.truncate)
+    result, load_seconds = await unless_disconnected(request, work)
+    return OrjsonResponse(
+        {
+            "model": body.model,
+            "embeddings": convert.shortened(result.vectors, body.dimensions),
+            "total_duration": convert.nanoseconds(time.perf_counter() - started),
+            "load_duration": convert.nanoseconds(load_seconds),
+            "prompt_eval_count": result.prompt_tokens,
+        }
+    )
+
+
+@routes.post("/api/embeddings", summary="Embedding for one text (the older endpoint; prefer /api/embed)")
+async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+    router = _router(request)
+    entry = _entry(router, body.model)
+    inputs = [body.prompt] if body.prompt else []
+    result, _ = await unless_disconnected(request, _embed(router, entry, inputs, body.keep_alive, True))
+    return OrjsonResponse({"embedding": result.vectors[0] if result.vectors else []})
