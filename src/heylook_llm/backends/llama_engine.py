@@ -182,6 +182,13 @@ class LlamaEngine:
         raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return raw.decode("utf-8", "replace") if raw else ""
 
+    def fim_token(self, which: str) -> int:
+        """The fill-in-the-middle token `pre`, `suf` or `mid`; -1 when the model has none."""
+        getter = {"pre": llama_cpp.llama_vocab_fim_pre, "suf": llama_cpp.llama_vocab_fim_suf}.get(
+            which, llama_cpp.llama_vocab_fim_mid
+        )
+        return int(getter(self._vocab))
+
     @property
     def bos_id(self) -> int:
         return int(llama_cpp.llama_vocab_bos(self._vocab))
