@@ -261,18 +261,20 @@ class LlamaEngine:
             seq.slot.cached = []
 
     def _pick_slot(self, prompt: list[int]) -> tuple[_Slot, int]:
+        """The free slot sharing the longest prefix with `prompt`, unless taking it would throw away most of a
+        cached conversation for a short match (a shared chat-template header, say): then an empty or the least
+        recently used slot, so that the conversation can come back to its cache."""
         free = [s for s in self._slots if not s.busy]
         if not free:
             raise GenerationFailed("no free sequence slot (the worker admitted more requests than slots)")
         if not self.options.prefix_cache:
             return min(free, key=lambda s: s.last_used), 0
-        best, best_len = free[0], -1
-        for slot in free:
-            n = _common_prefix(slot.cached, prompt)
-            # Ties go to the slot used longest ago, so that recent conversations keep their caches.
-            if n > best_len or (n == best_len and slot.last_used < best.last_used):
-                best, best_len = slot, n
-        return best, max(best_len, 0)
+        matches = {slot.seq_id: _common_prefix(slot.cached, prompt) for slot in free}
+        best = max(free, key=lambda s: (matches[s.seq_id], -s.last_used))
+        if 2 * matches[best.seq_id] >= len(best.cached):
+            return best, matches[best.seq_id]
+        spare = min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
+        return spare, matches[spare.seq_id]
 
     def _sampler(self, params: SamplingParams, grammar: str | None, prompt: list[int]) -> Any:
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())

@@ -173,7 +173,8 @@ def measurements(stats: GenerationStats, total_seconds: float) -> dict[str, int]
     return {
         "total_duration": nanoseconds(total_seconds),
         "load_duration": nanoseconds(stats.load_seconds),
-        "prompt_eval_count": stats.prompt_tokens,
+        # Ollama counts the prompt tokens it evaluated: those found in the prefix cache are not.
+        "prompt_eval_count": stats.prompt_tokens - stats.cached_prompt_tokens,
         "prompt_eval_duration": nanoseconds(stats.prompt_eval_seconds),
         "eval_count": stats.completion_tokens,
         "eval_duration": nanoseconds(stats.generation_seconds),
