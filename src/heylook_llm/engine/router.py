@@ -222,7 +222,8 @@ class ModelRouter:
             if model is not None:
                 return model
             await self._make_room()
-            backend = self._backend_factory(entry, self.settings)
+            # Importing a backend (mlx-lm pulls in transformers) takes a second: keep it off the event loop.
+            backend = await asyncio.to_thread(self._backend_factory, entry, self.settings)
             worker = ModelWorker(backend)
             log.info("loading model '%s' (%s)", entry.id, entry.provider)
             await worker.start()
