@@ -1,9 +1,10 @@
 """MLX backend: mlx-lm model folders (config.json, *.safetensors, tokenizer files), on Apple Silicon and on
 Linux CPU with `mlx[cpu]`.
 
-Tokens come from mlx-lm's own `generate_step` / `speculative_generate_step` with samplers and logits processors
-from its factories; text is assembled from token bytes with the same UTF-8 and stop-string handling as the
-llama.cpp backend, so both backends answer alike. mlx is imported here, at module import, so that a machine
+Tokens come from mlx-lm's own `BatchGenerator` (several requests at once, `mlx_batch.py`) or, for models it cannot
+batch, `generate_step` / `speculative_generate_step`, with samplers and logits processors from mlx-lm's factories;
+text is assembled from token bytes with the same UTF-8 and stop-string handling as the llama.cpp backend, so both
+backends answer alike. mlx is imported here, at module import, so that a machine
 without it gets the backends table's clear "cannot be imported" load error.
 """
 
@@ -24,6 +25,7 @@ from mlx_lm.utils import load_model, load_tokenizer, maybe_set_recommended_wired
 
 from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
+from heylook_llm.backends.mlx_batch import BatchEngine, BatchSequence, batchable_cache
 from heylook_llm.backends.mlx_support import (
     CacheFactory,
     LogitsSetup,
@@ -64,6 +66,8 @@ class MLXBackend(Backend):
         # The KV cache of the last generation and the tokens it holds, reused when the next prompt shares a prefix.
         self._cache: list[Any] | None = None
         self._cache_tokens: list[int] = []
+        # Set when the model runs through mlx-lm's BatchGenerator (max_parallel > 1).
+        self._batch: BatchEngine | None = None
 
     # --- loading --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -91,6 +95,8 @@ class MLXBackend(Backend):
         self._new_cache = cache_factory(self.entry.id, cfg, model, self._draft)
         self._eos_ids = frozenset(int(t) for t in tokenizer.eos_token_ids)
         self._byte_table = token_byte_table(tokenizer)
+        self._batch = self._batch_engine(self._new_cache())
+        self.max_parallel = cfg.parallel if self._batch is not None else 1
         self._template = self._chat_template(tokenizer)
         self.facts.context_length = model_context_length(config, tokenizer)
         self.facts.size_bytes = _folder_weight_bytes(cfg.model_path)
@@ -99,6 +105,29 @@ class MLXBackend(Backend):
         self.facts.accelerator_bytes = self.facts.size_bytes if on_gpu else 0
         self.facts.chat_template = self._template.source
         self.facts.metadata = _metadata(config, cfg, self.facts.context_length)
+
+    def _batch_engine(self, sample_cache: list[Any]) -> BatchEngine | None:
+        """mlx-lm's batch generator for this model, or None where it cannot honour the model's settings."""
+        cfg = self.config
+        if cfg.parallel <= 1:
+            return None
+        # The config refuses an explicit parallel > 1 with these; the default falls back to one at a time.
+        if self._draft is not None or cfg.cache_type != "standard":
+            why = "speculative decoding" if self._draft is not None else f"cache_type {cfg.cache_type}"
+            log.info("model '%s' runs one request at a time: mlx-lm cannot batch %s", self.entry.id, why)
+            return None
+        if not batchable_cache(sample_cache):
+            kinds = sorted({type(c).__name__ for c in sample_cache})
+            log.info("model '%s' runs one request at a time: mlx-lm cannot batch %s", self.entry.id, ", ".join(kinds))
+            return None
+        return BatchEngine(
+            self._model,
+            self._tokenizer,
+            self._byte_table,
+            self._eos_ids,
+            parallel=cfg.parallel,
+            reuse_prompts=can_trim_prompt_cache(sample_cache),
+        )
 
     def _load_draft(self, path: Path) -> Any:
         if not (path / "config.json").is_file():
@@ -162,7 +191,8 @@ class MLXBackend(Backend):
             raise InvalidRequest("the prompt is empty", param="prompt")
         return tokens
 
-    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+    def _prepare(self, request: GenerationRequest) -> tuple[list[int], Sampler, LogitsSetup]:
+        """Prompt tokens, sampler and logits processors; raises the request's errors before anything runs."""
         params = request.sampling
         tokens = self._prompt_tokens(request)
         n_ctx = self.facts.context_length
@@ -171,7 +201,52 @@ class MLXBackend(Backend):
         seed = params.seed if params.seed is not None else random.getrandbits(32)
         sampler = build_sampler(params, self._vocab_size, seed)
         processors = build_logits_processors(params, self._vocab_size, n_ctx)
+        return tokens, sampler, processors
+
+    def open_sequence(self, request: GenerationRequest) -> Any:
+        if self._batch is None:
+            return self.generate(request)
+        tokens, sampler, processors = self._prepare(request)
+        budget = min(request.sampling.max_tokens, self.facts.context_length - len(tokens))
+        return self._batch.open(
+            tokens,
+            budget,
+            sampler,
+            processors.bias + processors.penalties,
+            request.sampling.stop,
+            request.return_tokens,
+        )
+
+    def step(self, sequences: list[Any]) -> list[GenerationChunk | BaseException | None]:
+        if self._batch is None:
+            return super().step(sequences)
+        return self._batch.step(sequences)
+
+    def close_sequence(self, sequence: Any) -> None:
+        if self._batch is None:
+            super().close_sequence(sequence)
+        else:
+            self._batch.close(sequence)
+
+    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+        if self._batch is not None:
+            return self._generate_batched(self.open_sequence(request))
+        tokens, sampler, processors = self._prepare(request)
         return self._generate(request, tokens, sampler, processors)
+
+    def _generate_batched(self, sequence: BatchSequence) -> Generator[GenerationChunk, None, None]:
+        """One batched sequence stepped until it ends (the worker steps all of them together instead)."""
+        try:
+            while True:
+                chunk = self.step([sequence])[0]
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                if chunk is not None:
+                    yield chunk
+                    if chunk.finish_reason is not None:
+                        return
+        finally:
+            self.close_sequence(sequence)
 
     def _token_stream(
         self,
@@ -325,6 +400,9 @@ class MLXBackend(Backend):
 
     # --- unloading ------------------------------------------------------------------------------
     def unload(self) -> None:
+        if self._batch is not None:
+            self._batch.shutdown()
+            self._batch = None
         self._cache, self._cache_tokens = None, []
         self._model = self._draft = self._tokenizer = None
         self._template = None

@@ -97,6 +97,8 @@ class MLXConfig(_SamplingDefaults):
     quantized_kv_start: int = Field(default=0, ge=0)
     repetition_penalty: float | None = Field(default=None, gt=0.0)
     repetition_context_size: int | None = Field(default=None, ge=1)
+    parallel: int = Field(default=4, ge=1, le=64)
+    """Requests generated at once in one batch (mlx-lm's BatchGenerator); 1 runs them one at a time."""
 
     @model_validator(mode="after")
     def _fields_fit_cache_type(self) -> MLXConfig:
@@ -113,6 +115,15 @@ class MLXConfig(_SamplingDefaults):
             raise ValueError(f"{', '.join(quantized_only)} {verb} only to cache_type quantized")
         if "num_draft_tokens" in self.model_fields_set and self.draft_model_path is None:
             raise ValueError("num_draft_tokens applies only with draft_model_path (speculative decoding)")
+        # mlx-lm's batch generator has no speculative decoding, no attention-sink rotating cache and no KV
+        # quantization, so those models run one sequence at a time; asking for more would be ignored.
+        if "parallel" in self.model_fields_set and self.parallel > 1:
+            if self.draft_model_path is not None:
+                raise ValueError("parallel > 1 cannot be combined with draft_model_path (speculative decoding)")
+            if self.cache_type != "standard":
+                raise ValueError(
+                    f"parallel > 1 needs cache_type standard (mlx-lm cannot batch a {self.cache_type} cache)"
+                )
         return self
 
     def sampling_defaults(self) -> SamplingOverrides:
