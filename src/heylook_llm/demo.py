@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-DEMO_FORMAT_VERSION = "2"
+DEMO_FORMAT_VERSION = "3"
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -228,6 +228,13 @@ models:
     tags: [demo, chat]
     config:
       model_path: demo-mlx
+  - id: demo-vision-mlx
+    provider: mlx
+    description: Tiny random-weight llava model (CLIP vision tower, demo llama) for images through mlx-vlm
+    tags: [demo, chat, vision]
+    config:
+      model_path: demo-vision-mlx
+      vision: true
 """
 
 
@@ -245,6 +252,9 @@ def write_demo_models(output: Path) -> Path:
     from heylook_llm.demo_mlx import write_demo_mlx_models
 
     write_demo_mlx_models(output, shape, chat, tokenizer)
+    from heylook_llm.demo_vision import DEMO_VISION_MLX_DIR, write_vision_mlx_model
+
+    write_vision_mlx_model(output / DEMO_VISION_MLX_DIR, shape, tokenizer)
     yaml_path = output / "models.yaml"
     yaml_path.write_text(_models_yaml(), encoding="utf-8")
     return yaml_path
@@ -260,4 +270,7 @@ def demo_models_current(output: Path) -> bool:
 
     files = ["demo-gguf.gguf", "demo-embed-gguf.gguf"]
     files += [f"{folder}/{name}" for folder in (DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR) for name in MLX_MODEL_FILES]
+    from heylook_llm.demo_vision import DEMO_VISION_MLX_DIR, VISION_MODEL_FILES
+
+    files += [f"{DEMO_VISION_MLX_DIR}/{name}" for name in VISION_MODEL_FILES]
     return bool(head) and f"(format {DEMO_FORMAT_VERSION})" in head[0] and all((output / f).is_file() for f in files)

@@ -16,6 +16,10 @@ class InvalidRequest(HeylookError):
     """The request is malformed or asks for something impossible (HTTP 400)."""
 
 
+class LimitExceeded(InvalidRequest):
+    """The request is larger than a configured limit allows, e.g. too many or too large images (HTTP 413)."""
+
+
 class ModelNotFound(HeylookError):
     """No enabled model has this id (HTTP 404)."""
 

@@ -19,10 +19,28 @@ class FinishReason(enum.StrEnum):
     """The client went away; the request was abandoned."""
 
 
+@dataclass(slots=True, frozen=True)
+class ImageData:
+    """One image of a chat message, decoded, checked and resized by the API layer, then encoded again.
+
+    Encoded bytes rather than pixels: they are what both backends' loaders take (mlx-vlm's processors open them
+    with Pillow; llama.cpp's mtmd reads encoded buffers), they are compact, hashable and need no imaging library
+    in this module.
+    """
+
+    data: bytes
+    mime_type: str
+    """"image/jpeg" or "image/png" (PNG when the image keeps an alpha channel)."""
+    width: int
+    height: int
+
+
 @dataclass(slots=True)
 class ChatMessage:
     role: str
     content: str
+    images: list[ImageData] = field(default_factory=list)
+    """Images of this message, in order; chat templates place them before the message's text."""
 
 
 @dataclass(slots=True)

@@ -133,7 +133,6 @@ def test_format_json_and_schema_become_the_neutral_response_format() -> None:
         ({"think": True}, "think"),
         ({"logprobs": True}, "logprobs"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"messages": [{"role": "user", "content": "x", "images": ["aGk="]}]}, "images"),
     ],
 )
 def test_unavailable_features_are_refused_not_ignored(extra: dict[str, Any], param: str) -> None:

@@ -17,6 +17,7 @@ from heylook_llm.errors import (
     GenerationFailed,
     HeylookError,
     InvalidRequest,
+    LimitExceeded,
     ModelLoadError,
     ModelNotFound,
     ServerBusy,
@@ -33,6 +34,8 @@ def status_and_code(exc: HeylookError) -> tuple[int, str, str]:
         return 400, "invalid_request_error", "context_length_exceeded"
     if isinstance(exc, CapabilityError):
         return 400, "invalid_request_error", "unsupported_capability"
+    if isinstance(exc, LimitExceeded):
+        return 413, "invalid_request_error", "limit_exceeded"
     if isinstance(exc, InvalidRequest):
         return 400, "invalid_request_error", "invalid_value"
     if isinstance(exc, ModelLoadError):

@@ -25,9 +25,13 @@ class ChatTemplate:
         self._eos = eos_token
 
     def render(self, messages: list[ChatMessage], **extra: Any) -> str:
+        return self.render_dicts([{"role": m.role, "content": m.content} for m in messages], **extra)
+
+    def render_dicts(self, messages: list[dict[str, Any]], **extra: Any) -> str:
+        """Messages as the template sees them; vision templates take content as a list of typed parts."""
         try:
             return self._template.render(
-                messages=[{"role": m.role, "content": m.content} for m in messages],
+                messages=messages,
                 bos_token=self._bos,
                 eos_token=self._eos,
                 add_generation_prompt=True,

@@ -38,6 +38,25 @@ def user_cache_dir() -> Path:
 
 
 @dataclass(slots=True)
+class ImageSettings:
+    """Limits on images in requests (docs/vision.md)."""
+
+    max_images_per_request: int = 16
+    max_image_bytes: int = 20 * 1024 * 1024
+    """Encoded size of one image, however it arrives (data URL, upload, download)."""
+    max_image_pixels: int = 50_000_000
+    """Width x height of one image before resizing; larger images (decompression bombs) are refused unread."""
+    fetch_timeout_seconds: float = 10.0
+    """Whole download of one http(s) image URL, redirects included."""
+    max_redirects: int = 3
+    allow_private_urls: bool = False
+    """Allow image URLs that resolve to loopback, private or link-local addresses (off: a request must not make
+    the server reach its own network)."""
+    decode_threads: int = 4
+    """Images decoded and resized at once (each 50-megapixel image needs about 150 MB while it is decoded)."""
+
+
+@dataclass(slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = OPENAI_DEFAULT_PORT
@@ -48,6 +67,7 @@ class ServerSettings:
     default_sampling: SamplingParams = field(default_factory=SamplingParams)
     max_queued_requests_per_model: int = 64
     """Requests waiting for one model beyond this get 503 with Retry-After."""
+    images: ImageSettings = field(default_factory=ImageSettings)
     keep_alive_seconds: float = 300.0
     """How long a model stays loaded after its last request when the request does not say (Ollama's keep_alive);
     `math.inf` keeps models loaded until evicted, 0 unloads them as soon as they are idle."""

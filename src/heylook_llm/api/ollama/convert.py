@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from heylook_llm.api.images import ImageRef
 from heylook_llm.api.ollama.go_template import render_go_template
 from heylook_llm.api.ollama.schemas import ChatRequest, GenerateRequest, JsonFormat, Message, Options
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry, Registry
@@ -20,6 +22,7 @@ from heylook_llm.types import (
     FinishReason,
     GenerationRequest,
     GenerationStats,
+    ImageData,
     ResponseFormat,
     SamplingOverrides,
 )
@@ -101,32 +104,49 @@ def _refuse_unsupported(body: ChatRequest | GenerateRequest, entry: ModelEntry) 
         raise CapabilityError("log probabilities are not available through the Ollama API here yet", param="logprobs")
     if isinstance(body, ChatRequest) and body.tools:
         raise CapabilityError("tool calling is not available on this server yet", param="tools")
-    images = (
-        body.images if isinstance(body, GenerateRequest) else [i for m in body.messages or [] for i in m.images or []]
-    )
-    if images:
-        raise CapabilityError(f"model '{entry.id}' cannot take images through this server yet", param="images")
 
 
-def _message(msg: Message) -> ChatMessage:
-    return ChatMessage(msg.role, msg.content or "")
+def image_refs(body: ChatRequest | GenerateRequest) -> list[ImageRef]:
+    """The request's base64 images in order, each labelled by where it came from."""
+    if isinstance(body, GenerateRequest):
+        return [ImageRef(f"images[{j}]", base64_data=data) for j, data in enumerate(body.images or [])]
+    return [
+        ImageRef(f"messages[{i}].images[{j}]", base64_data=data)
+        for i, msg in enumerate(body.messages or [])
+        for j, data in enumerate(msg.images or [])
+    ]
 
 
-def chat_request(body: ChatRequest, entry: ModelEntry, settings: ServerSettings) -> GenerationRequest:
+def _message(msg: Message, images: Iterator[ImageData]) -> ChatMessage:
+    return ChatMessage(msg.role, msg.content or "", [next(images) for _ in msg.images or []])
+
+
+def chat_request(
+    body: ChatRequest, entry: ModelEntry, settings: ServerSettings, images: list[ImageData] | None = None
+) -> GenerationRequest:
+    """`images` are the messages' images in order (see image_refs), prepared by the image pipeline."""
     _refuse_unsupported(body, entry)
+    remaining = iter(images or [])
     return GenerationRequest(
         model_id=entry.id,
         sampling=resolve_sampling(sampling(body.options), entry.config.sampling_defaults(), settings.default_sampling),
-        messages=[_message(m) for m in body.messages or []],
+        messages=[_message(m, remaining) for m in body.messages or []],
         request_id=f"ollama-chat-{uuid.uuid4().hex[:16]}",
         response_format=response_format(body.format),
     )
 
 
-def generate_request(body: GenerateRequest, entry: ModelEntry, settings: ServerSettings) -> GenerationRequest:
+def generate_request(
+    body: GenerateRequest, entry: ModelEntry, settings: ServerSettings, images: list[ImageData] | None = None
+) -> GenerationRequest:
     """Raw prompts and suffixes go to the model as they are; other prompts through the chat template (or the
-    request's Go template) as one user turn, after `system`."""
+    request's Go template) as one user turn, after `system`. Images go with that user turn, so they need it."""
     _refuse_unsupported(body, entry)
+    if images and (body.suffix or body.raw or body.template):
+        raise InvalidRequest(
+            "images need the model's chat template to place them; they cannot go with raw, template or suffix",
+            param="images",
+        )
     resolved = resolve_sampling(sampling(body.options), entry.config.sampling_defaults(), settings.default_sampling)
     request = GenerationRequest(
         model_id=entry.id,
@@ -148,7 +168,7 @@ def generate_request(body: GenerateRequest, entry: ModelEntry, settings: ServerS
         request.prompt = render_go_template(body.template, system=system, prompt=prompt)
     else:
         messages = [ChatMessage("system", body.system)] if body.system else []
-        request.messages = [*messages, ChatMessage("user", prompt)]
+        request.messages = [*messages, ChatMessage("user", prompt, list(images or []))]
     return request
 
 

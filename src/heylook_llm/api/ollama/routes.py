@@ -12,6 +12,7 @@ from starlette.responses import Response, StreamingResponse
 
 from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
+from heylook_llm.api.images import ImagePipeline
 from heylook_llm.api.ollama import convert
 from heylook_llm.api.ollama.model_routes import model_routes
 from heylook_llm.api.ollama.schemas import (
@@ -57,6 +58,11 @@ def _router(request: Request) -> ModelRouter:
 def _settings(request: Request) -> ServerSettings:
     settings: ServerSettings = request.app.state.settings
     return settings
+
+
+def _images(request: Request) -> ImagePipeline:
+    images: ImagePipeline = request.app.state.images
+    return images
 
 
 def _entry(router: ModelRouter, name: str) -> ModelEntry:
@@ -117,7 +123,8 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     entry = _entry(router, body.model)
     if not body.messages:
         return await _load_only(router, entry, body)
-    gen = convert.chat_request(body, entry, _settings(request))
+    images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
+    gen = convert.chat_request(body, entry, _settings(request), images)
     active = await start_generation(router, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
@@ -138,7 +145,8 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     entry = _entry(router, body.model)
     if not body.prompt and not body.suffix and not body.images:
         return await _load_only(router, entry, body)
-    gen = convert.generate_request(body, entry, _settings(request))
+    images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
+    gen = convert.generate_request(body, entry, _settings(request), images)
     active = await start_generation(router, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:

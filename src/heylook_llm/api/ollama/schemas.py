@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from heylook_llm.api.images import ResizeFields
 from heylook_llm.config.durations import keep_alive_seconds
 
 
@@ -109,7 +110,7 @@ class Message(_Open):
 JsonFormat = Literal["", "json"] | dict[str, Any] | None
 
 
-class _GenerateFields(_KeepAliveFields):
+class _GenerateFields(_KeepAliveFields, ResizeFields):
     model: str = Field(min_length=1)
     """A model name from /api/tags; `NAME:latest` also finds `NAME`."""
     stream: bool = True

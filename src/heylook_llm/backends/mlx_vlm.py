@@ -1,0 +1,240 @@
+"""MLX vision backend: mlx-vlm model folders (`vision: true`), images and text, on Apple Silicon or Linux CPU.
+
+The chat template gets each message's content as Hugging Face processors expect it from a vision model: a list
+of parts, one `{"type": "image"}` per image before `{"type": "text", ...}`. The model's own processor turns the
+rendered prompt and the images into token ids (expanding each image token to the image's patch tokens) and
+pixel values; mlx-vlm's `stream_generate` runs the vision tower and the language model. Sampling, logits
+processors and text assembly are the ones of the MLX text backend, so both answer alike. Each request starts
+from a fresh KV cache (no prefix reuse: image tokens make prefixes rarely equal).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import json
+import logging
+import random
+import time
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx_vlm.generate import stream_generate
+from mlx_vlm.utils import load as load_vision_model
+from PIL import Image
+
+from heylook_llm.backends.base import Backend
+from heylook_llm.backends.chat_template import ChatTemplate
+from heylook_llm.backends.mlx_support import (
+    TokenDecoder,
+    build_logits_processors,
+    build_sampler,
+    model_context_length,
+    model_vocab_size,
+)
+from heylook_llm.backends.native_memory import release_free_heap
+from heylook_llm.backends.text import StopMatcher, Utf8Assembler
+from heylook_llm.backends.token_bytes import token_byte_table
+from heylook_llm.config.chat_formats import CHAT_FORMATS
+from heylook_llm.config.registry import MLXConfig, ModelEntry
+from heylook_llm.config.settings import ServerSettings
+from heylook_llm.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
+from heylook_llm.types import ChatMessage, FinishReason, GenerationChunk, GenerationRequest, GenerationStats
+
+log = logging.getLogger(__name__)
+
+_PREPARED_KEYS = ("input_ids", "pixel_values", "attention_mask")
+
+
+class MLXVisionBackend(Backend):
+    def __init__(self, entry: ModelEntry, settings: ServerSettings) -> None:
+        super().__init__(entry, settings)
+        assert isinstance(entry.config, MLXConfig)
+        self.config: MLXConfig = entry.config
+        self._model: Any = None
+        self._processor: Any = None
+        self._template: ChatTemplate | None = None
+        self._byte_table: list[bytes] | None = None
+        self._eos_ids: frozenset[int] = frozenset()
+        self._vocab_size = 0
+
+    def load(self) -> None:
+        cfg = self.config
+        if cfg.draft_model_path is not None or cfg.cache_type != "standard":
+            raise ModelLoadError(
+                self.entry.id, "vision models take neither draft_model_path nor a cache_type other than standard"
+            )
+        config_file = cfg.model_path / "config.json"
+        if not config_file.is_file():
+            raise ModelLoadError(
+                self.entry.id, f"model_path {cfg.model_path} is not an MLX model folder (no config.json there)"
+            )
+        try:
+            model, processor = load_vision_model(str(cfg.model_path))
+            config: dict[str, Any] = json.loads(config_file.read_text(encoding="utf-8"))
+        except Exception as exc:  # mlx-vlm raises ValueError, KeyError, OSError... for what it cannot read
+            raise ModelLoadError(self.entry.id, f"mlx-vlm could not load {cfg.model_path}: {exc}") from exc
+        tokenizer: Any = getattr(processor, "tokenizer", processor)
+        self._model, self._processor = model, processor
+        self._vocab_size = model_vocab_size(config, len(tokenizer))
+        self._eos_ids = _eos_ids(config, tokenizer)
+        self._byte_table = token_byte_table(tokenizer)
+        self._template = self._chat_template(processor, tokenizer)
+        self.facts.context_length = model_context_length(config, tokenizer)
+        self.facts.size_bytes = sum(p.stat().st_size for p in cfg.model_path.glob("*.safetensors"))
+        on_gpu = mx.default_device().type == mx.DeviceType.gpu
+        self.facts.accelerator_bytes = self.facts.size_bytes if on_gpu else 0
+        self.facts.chat_template = self._template.source
+        arch = str(config.get("model_type", "unknown"))
+        self.facts.metadata = {
+            "general.architecture": arch,
+            f"{arch}.context_length": str(self.facts.context_length),
+            "mlx.vision": "true",
+        }
+
+    def _chat_template(self, processor: Any, tokenizer: Any) -> ChatTemplate:
+        source = getattr(processor, "chat_template", None) or tokenizer.chat_template
+        if isinstance(source, dict):
+            source = source.get("default")
+        if not isinstance(source, str) or not source:
+            log.warning("vision model '%s' has no chat template; chat requests use chatml", self.entry.id)
+            source = CHAT_FORMATS["chatml"]
+        try:
+            return ChatTemplate(source, bos_token=tokenizer.bos_token or "", eos_token=tokenizer.eos_token or "")
+        except Exception as exc:
+            raise ModelLoadError(self.entry.id, f"the chat template does not compile: {exc}") from exc
+
+    # --- generation -----------------------------------------------------------------------------
+    def _prompt(self, request: GenerationRequest) -> tuple[str, list[Image.Image]]:
+        if request.messages is None:
+            return request.prompt or "", []
+        assert self._template is not None
+        images: list[Image.Image] = []
+        rendered: list[dict[str, Any]] = []
+        for message in request.messages:
+            rendered.append({"role": message.role, "content": _content_parts(message)})
+            for image in message.images:
+                with Image.open(io.BytesIO(image.data)) as opened:
+                    images.append(opened.convert("RGB"))
+        return self._template.render_dicts(rendered), images
+
+    def _inputs(self, prompt: str, images: list[Image.Image]) -> dict[str, Any]:
+        try:
+            prepared = self._processor(text=[prompt], images=images or None)
+        except Exception as exc:  # processors raise ValueError/TypeError for prompts and images that do not fit
+            raise InvalidRequest(f"the model's processor could not prepare the request: {exc}") from exc
+        return {key: prepared[key] for key in prepared}
+
+    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+        params = request.sampling
+        prompt, images = self._prompt(request)
+        inputs = self._inputs(prompt, images)
+        tokens = [int(t) for t in np.asarray(inputs["input_ids"]).reshape(-1)]
+        if not tokens:
+            raise InvalidRequest("the prompt is empty", param="prompt")
+        n_ctx = self.facts.context_length
+        if len(tokens) >= n_ctx:
+            raise ContextLengthExceeded(len(tokens), n_ctx)
+        seed = params.seed if params.seed is not None else random.getrandbits(32)
+        sampler = build_sampler(params, self._vocab_size, seed)
+        processors = build_logits_processors(params, self._vocab_size, n_ctx)
+        budget = min(params.max_tokens, n_ctx - len(tokens))
+        extra = {k: _as_mx(v) for k, v in inputs.items() if k not in _PREPARED_KEYS}
+        pixels = inputs.get("pixel_values")
+        mask = inputs.get("attention_mask")
+        stream = stream_generate(
+            self._model,
+            self._processor,
+            "",
+            input_ids=mx.array(tokens)[None],
+            pixel_values=_as_mx(pixels) if pixels is not None else None,
+            mask=_as_mx(mask) if mask is not None else None,
+            max_tokens=budget,
+            sampler=sampler,
+            logits_processors=processors.bias + processors.penalties,
+            **extra,
+        )
+        return self._generate(request, tokens, budget, stream)
+
+    def _generate(
+        self, request: GenerationRequest, tokens: list[int], budget: int, stream: Iterator[Any]
+    ) -> Generator[GenerationChunk, None, None]:
+        params = request.sampling
+        started = time.perf_counter()
+        first_token_at = started
+        decoder = TokenDecoder(self._byte_table, self._processor)
+        assembler = Utf8Assembler()
+        stops = StopMatcher(params.stop)
+        produced = 0
+        finish = FinishReason.STOP
+        try:
+            for result in stream:
+                # mlx-vlm ends with a summary result that repeats the last token: the budget check stops first.
+                if result.token is None:
+                    continue
+                token = int(result.token)
+                if produced == 0:
+                    first_token_at = time.perf_counter()
+                if token in self._eos_ids:
+                    break
+                produced += 1
+                text = stops.feed(assembler.feed(decoder.feed(token)))
+                if stops.stopped:
+                    if text:
+                        yield GenerationChunk(text, token_count=1)
+                    break
+                if produced >= budget:
+                    finish = FinishReason.LENGTH
+                    text += stops.feed(assembler.feed(decoder.flush()) + assembler.flush()) + stops.flush()
+                    if text:
+                        yield GenerationChunk(text, token_count=1)
+                    break
+                yield GenerationChunk(text, token_count=1)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        if finish is FinishReason.STOP and not stops.stopped:
+            tail = stops.feed(assembler.feed(decoder.flush()) + assembler.flush()) + stops.flush()
+            if tail:
+                yield GenerationChunk(tail)
+        ended = time.perf_counter()
+        stats = GenerationStats(
+            prompt_tokens=len(tokens),
+            completion_tokens=produced,
+            prompt_eval_seconds=first_token_at - started,
+            generation_seconds=ended - first_token_at,
+        )
+        yield GenerationChunk("", finish_reason=finish, stats=stats)
+
+    def unload(self) -> None:
+        self._model = None
+        self._processor = None
+        self._template = None
+        gc.collect()
+        mx.clear_cache()
+        release_free_heap()
+
+
+def _content_parts(message: ChatMessage) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = [{"type": "image"} for _ in message.images]
+    parts.append({"type": "text", "text": message.content})
+    return parts
+
+
+def _as_mx(value: Any) -> Any:
+    return value if isinstance(value, mx.array) else mx.array(value)
+
+
+def _eos_ids(config: dict[str, Any], tokenizer: Any) -> frozenset[int]:
+    ids: set[int] = set()
+    for source in (config.get("eos_token_id"), (config.get("text_config") or {}).get("eos_token_id")):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, list):
+            ids.update(int(t) for t in source)
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
