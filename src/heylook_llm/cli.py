@@ -1,4 +1,4 @@
-"""Command line: `heylookllm [serve] | demo-models`. Thin: parse, call, print."""
+"""Command line: `heylookllm [serve] | demo-models | import | models`. Thin: parse, call, print."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from heylook_llm.config.settings import (
 )
 
 log = logging.getLogger("heylook_llm")
-COMMANDS = ("serve", "demo-models")
+COMMANDS = ("serve", "demo-models", "import", "models")
 
 
 def _keep_alive_arg(text: str) -> float:
@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write tiny random-weight demo models and DIR/models.yaml serving them.",
     )
     demo.add_argument("--output", type=Path, required=True, help="folder to write into")
+    from heylook_llm.importer.commands import add_import_parser, add_models_parser
+
+    add_import_parser(sub)
+    add_models_parser(sub)
     return parser
 
 
@@ -190,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)
     if args.command == "demo-models":
         return _demo_models(args)
+    if args.command in ("import", "models"):
+        from heylook_llm.importer.commands import run_import, run_models
+
+        return run_import(args) if args.command == "import" else run_models(args, find_config)
     return _serve(args)
 
 
