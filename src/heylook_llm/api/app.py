@@ -10,13 +10,17 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from heylook_llm import __version__
+from heylook_llm.api.capabilities import BackendProbe
 from heylook_llm.api.errors import install_error_handlers
+from heylook_llm.api.images import ImagePipeline
 from heylook_llm.api.ollama.body_type import JsonBodyForOllama
 from heylook_llm.api.ollama.routes import routes as ollama_routes
 from heylook_llm.api.openai.routes import routes as openai_routes
+from heylook_llm.api.server_routes import routes as server_routes
 from heylook_llm.config.registry import Registry
 from heylook_llm.config.registry_store import RegistryStore
 from heylook_llm.config.settings import ServerSettings, user_cache_dir
+from heylook_llm.engine.metrics import MetricsRecorder
 from heylook_llm.engine.router import BackendFactory, ModelRouter
 from heylook_llm.errors import HeylookError
 from heylook_llm.model_info import ModelInfoReader
@@ -36,8 +40,11 @@ async def _preload(router: ModelRouter, model_id: str) -> None:
 def create_app(settings: ServerSettings, registry: Registry, backend_factory: BackendFactory | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        metrics: MetricsRecorder = app.state.metrics
         router = (
-            ModelRouter(registry, settings, backend_factory) if backend_factory else ModelRouter(registry, settings)
+            ModelRouter(registry, settings, backend_factory, metrics=metrics)
+            if backend_factory
+            else ModelRouter(registry, settings, metrics=metrics)
         )
         app.state.router = router
         startup = settings.startup_model_id or registry.default_model
@@ -56,12 +63,16 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.metrics = MetricsRecorder()
+    app.state.backend_probe = BackendProbe()
+    app.state.images = ImagePipeline(settings.images)
     install_error_handlers(app)
 
     @app.get("/health", tags=["Server"], summary="Liveness")
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
+    app.include_router(server_routes)
     if settings.api.serves_openai:
         app.include_router(openai_routes)
     if settings.api.serves_ollama:

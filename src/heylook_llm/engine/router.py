@@ -24,9 +24,10 @@ from heylook_llm.backends.base import Backend
 from heylook_llm.config.durations import format_duration
 from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.metrics import MetricsRecorder, ModelLoadState
 from heylook_llm.engine.worker import GenerationStream, ModelWorker
-from heylook_llm.errors import InvalidRequest, ModelNotFound, ServerBusy
-from heylook_llm.types import ChatMessage, GenerationChunk, GenerationRequest
+from heylook_llm.errors import HeylookError, InvalidRequest, ModelNotFound, ServerBusy
+from heylook_llm.types import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class Lease:
         self.worker = model.worker
         self.load_seconds = load_seconds
         """Time this request spent waiting for the model to load (0 when it was already loaded)."""
+        self.metrics = router.metrics
         self._released = False
 
     def release(self) -> None:
@@ -83,9 +85,15 @@ class LoadedModel:
 
 class ModelRouter:
     def __init__(
-        self, registry: Registry, settings: ServerSettings, backend_factory: BackendFactory = create_backend
+        self,
+        registry: Registry,
+        settings: ServerSettings,
+        backend_factory: BackendFactory = create_backend,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self.registry = registry
+        self.metrics = metrics if metrics is not None else MetricsRecorder()
+        self.metrics.watch_router(self._load_states)
         self.settings = settings
         self._backend_factory = backend_factory
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # by load key, least recently used first
@@ -105,6 +113,15 @@ class ModelRouter:
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
+
+    def _load_states(self) -> list[ModelLoadState]:
+        states = [
+            ModelLoadState(m.entry.id, True, max(0, m.worker.pending - m.worker.running), m.worker.running)
+            for m in self._loaded.values()
+        ]
+        loaded_ids = {s.model_id for s in states}
+        states += [ModelLoadState(e.id, False, 0, 0) for e in self.registry.enabled() if e.id not in loaded_ids]
+        return states
 
     def loaded_model(self, model_id: str) -> LoadedModel | None:
         """The loaded weights serving `model_id`, if they are loaded."""
@@ -222,12 +239,17 @@ class ModelRouter:
             if model is not None:
                 return model
             await self._make_room()
-            # Importing a backend (mlx-lm pulls in transformers) takes a second: keep it off the event loop.
-            backend = await asyncio.to_thread(self._backend_factory, entry, self.settings)
-            worker = ModelWorker(backend)
-            log.info("loading model '%s' (%s)", entry.id, entry.provider)
-            await worker.start()
+            try:
+                # Importing a backend (mlx-lm pulls in transformers) takes a second: keep it off the event loop.
+                backend = await asyncio.to_thread(self._backend_factory, entry, self.settings)
+                worker = ModelWorker(backend)
+                log.info("loading model '%s' (%s)", entry.id, entry.provider)
+                await worker.start()
+            except Exception:
+                self.metrics.model_load_failed(entry.id)
+                raise
             self.loads += 1
+            self.metrics.model_loaded(entry.id, worker.load_seconds)
             log.info("loaded model '%s' in %.2fs", entry.id, worker.load_seconds)
             key = entry.load_key()
             model = LoadedModel(
@@ -241,6 +263,7 @@ class ModelRouter:
         while len(self._loaded) >= self.registry.max_loaded_models:
             victim = next((key for key, m in self._loaded.items() if m.in_flight == 0), None)
             if victim is not None:
+                self.metrics.model_evicted(self._loaded[victim].entry.id)
                 await self._unload(victim)
                 self.evictions += 1
                 continue
@@ -294,6 +317,7 @@ class ModelRouter:
                         format_duration(model.keep_alive),
                     )
                     self.expirations += 1
+                    self.metrics.model_expired(model.entry.id)
                     await self._unload(key)
 
 
@@ -314,18 +338,32 @@ class ActiveGeneration:
         self.lease = lease
         self._stream = stream
         self.first = first
+        self._ended = False
 
     async def chunks(self) -> AsyncIterator[GenerationChunk]:
         chunk = self.first
         while True:
-            if chunk.stats is not None:
-                chunk.stats.load_seconds = self.lease.load_seconds
+            if chunk.finish_reason is not None and not self._ended:
+                # Every generation ends here, whatever the dialect: the one place its figures are recorded.
+                self._ended = True
+                stats = chunk.stats if chunk.stats is not None else GenerationStats()
+                stats.load_seconds = self.lease.load_seconds
+                chunk.stats = stats
+                self.lease.metrics.generation_finished(self.lease.entry.id, stats)
             yield chunk
             if chunk.finish_reason is not None:
                 return
-            chunk = await anext(self._stream)
+            try:
+                chunk = await anext(self._stream)
+            except Exception as exc:
+                self._ended = True
+                self.lease.metrics.generation_failed(self.lease.entry.id, exc)
+                raise
 
     def close(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self.lease.metrics.generation_cancelled(self.lease.entry.id)
         self._stream.cancel()
         self.lease.release()
 
@@ -337,16 +375,23 @@ async def start_generation(
 
     `keep_alive`: seconds the model stays loaded after this request (None: the server default).
     """
-    request = with_entry_defaults(request, router.entry(request.model_id))
-    lease = await router.checkout(request.model_id, keep_alive=keep_alive)
+    entry = router.entry(request.model_id)
+    request = with_entry_defaults(request, entry)
+    try:
+        lease = await router.checkout(request.model_id, keep_alive=keep_alive)
+    except HeylookError as exc:
+        router.metrics.generation_failed(entry.id, exc)
+        raise
     stream: GenerationStream | None = None
     try:
         lease.worker.backend.check_request(request)
         stream = lease.worker.submit(request)
         first = await anext(stream)
-    except BaseException:
+    except BaseException as exc:
         if stream is not None:
             stream.cancel()
         lease.release()
+        if isinstance(exc, Exception):
+            router.metrics.generation_failed(entry.id, exc)
         raise
     return ActiveGeneration(lease, stream, first)

@@ -104,12 +104,18 @@ class ModelWorker:
         self._thread = threading.Thread(target=self._run, name=f"model-{self.model_id}", daemon=True)
         self._pending = 0
         self._pending_lock = threading.Lock()
+        self._active: list[_Active] = []
         self.load_seconds = 0.0
 
     @property
     def pending(self) -> int:
         """Generations queued or running on this worker."""
         return self._pending
+
+    @property
+    def running(self) -> int:
+        """Generations being stepped now (the rest of `pending` waits in the queue)."""
+        return len(self._active)
 
     async def start(self) -> None:
         """Start the thread and load the model on it; raises ModelLoadError."""
@@ -151,7 +157,7 @@ class ModelWorker:
 
     # --- worker thread ------------------------------------------------------------------------
     def _run(self) -> None:
-        active: list[_Active] = []
+        active = self._active
         try:
             while self._admit(active):
                 if active:

@@ -4,37 +4,41 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from heylook_llm.api.openai.schemas import ChatCompletionRequest, ChatMessageIn, CompletionRequest, ImagePart
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.sampling import resolve_sampling
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.errors import CapabilityError
-from heylook_llm.types import ChatMessage, FinishReason, GenerationRequest, GenerationStats
+from heylook_llm.types import ChatMessage, FinishReason, GenerationRequest, GenerationStats, ImageData
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def _message(msg: ChatMessageIn, index: int, entry: ModelEntry) -> ChatMessage:
+def _message(msg: ChatMessageIn, images: Iterator[ImageData]) -> ChatMessage:
     role = "system" if msg.role == "developer" else msg.role
     if msg.content is None or isinstance(msg.content, str):
         return ChatMessage(role, msg.content or "")
     texts = []
+    taken: list[ImageData] = []
     for part in msg.content:
         if isinstance(part, ImagePart):
-            raise CapabilityError(
-                f"model '{entry.id}' does not accept images (messages[{index}] has an image_url part)",
-                param=f"messages.{index}.content",
-            )
-        texts.append(part.text)
-    return ChatMessage(role, "\n".join(texts))
+            # The images were prepared in the order of the parts (see image_parts.image_refs).
+            taken.append(next(images))
+        else:
+            texts.append(part.text)
+    return ChatMessage(role, "\n".join(texts), taken)
 
 
-def chat_request(body: ChatCompletionRequest, entry: ModelEntry, settings: ServerSettings) -> GenerationRequest:
-    messages = [_message(m, i, entry) for i, m in enumerate(body.messages)]
+def chat_request(
+    body: ChatCompletionRequest, entry: ModelEntry, settings: ServerSettings, images: list[ImageData] | None = None
+) -> GenerationRequest:
+    """`images` are the request's image_url parts, prepared in order by the image pipeline."""
+    remaining = iter(images or [])
+    messages = [_message(m, remaining) for m in body.messages]
     return GenerationRequest(
         model_id=entry.id,
         sampling=resolve_sampling(

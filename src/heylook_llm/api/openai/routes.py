@@ -16,7 +16,9 @@ from starlette.responses import Response, StreamingResponse
 from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.errors import openai_error_payload
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
-from heylook_llm.api.openai import convert
+from heylook_llm.api.images import ImagePipeline
+from heylook_llm.api.openai import batch, convert
+from heylook_llm.api.openai.image_parts import Upload, image_refs, parse_multipart_chat
 from heylook_llm.api.openai.schemas import (
     ChatCompletionRequest,
     CompletionRequest,
@@ -84,8 +86,33 @@ async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, 
 
 @routes.post("/v1/chat/completions", summary="Chat completion (JSON or SSE stream)")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    return await _chat(body, request, [])
+
+
+@routes.post(
+    "/v1/chat/completions/multipart",
+    summary="Chat completion with uploaded images (multipart form; JSON or SSE stream)",
+    description="Form fields as in the JSON body (`messages` as a JSON string) plus `images` files; each "
+    '`{"type": "image_url", "image_url": {"url": "__RAW_IMAGE__"}}` part takes the next file in order.',
+)
+async def chat_completions_multipart(request: Request) -> Response:
+    body, uploads = await parse_multipart_chat(request, _images(request).limits)
+    return await _chat(body, request, uploads)
+
+
+def _images(request: Request) -> ImagePipeline:
+    images: ImagePipeline = request.app.state.images
+    return images
+
+
+async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upload]) -> Response:
     router = _router(request)
-    gen = convert.chat_request(body, router.entry(body.model), _settings(request))
+    entry = router.entry(body.model)
+    refs = image_refs(body, uploads)
+    images = await _images(request).prepare(entry, refs, body.resize_options())
+    gen = convert.chat_request(body, entry, _settings(request), images)
+    if batch.runs_several(body):
+        return await batch.respond(request, router, body, gen)
     active = await start_generation(router, gen)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -6,7 +6,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from heylook_llm.api.images import ResizeFields
+from heylook_llm.engine.batch import ProcessingMode
 from heylook_llm.types import ResponseFormat, SamplingOverrides
+
+MAX_CHOICES = 16
+"""Largest `n` a chat request may ask for (each choice is a sequence in the model's queue)."""
 
 
 class _Open(BaseModel):
@@ -112,7 +117,7 @@ class SamplingFields(_Open):
         )
 
 
-class ChatCompletionRequest(SamplingFields):
+class ChatCompletionRequest(SamplingFields, ResizeFields):
     model_config = ConfigDict(
         extra="allow",
         json_schema_extra={
@@ -132,6 +137,24 @@ class ChatCompletionRequest(SamplingFields):
     response_format: ResponseFormatIn | None = Field(
         default=None, description="json_object or json_schema constrain the output with a grammar"
     )
+    n: int = Field(
+        default=1, ge=1, le=MAX_CHOICES, description="Choices to generate; with a seed, choice i uses seed + i"
+    )
+    processing_mode: str = Field(
+        default=ProcessingMode.CONVERSATION.value,
+        description="Extension: conversation (one chat) or a batch mode: " + ", ".join(list(ProcessingMode)[1:]),
+    )
+    return_individual: bool = Field(
+        default=True, description="Extension, batch modes: one chat.completion per group (else joined choices)"
+    )
+    include_timing: bool = Field(default=False, description="Extension, batch modes: add measured timing")
+
+    @field_validator("processing_mode")
+    @classmethod
+    def _known_mode(cls, value: str) -> str:
+        if value not in ProcessingMode.__members__.values():
+            raise ValueError(f"unknown processing_mode {value!r}; valid modes: {', '.join(ProcessingMode)}")
+        return value
 
     def resolved_sampling(self) -> SamplingOverrides:
         return self.sampling(self.max_completion_tokens)
