@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -27,19 +28,32 @@ T = TypeVar("T")
 
 
 class GenerationStream:
-    """The event-loop side of one generation: an async iterator of chunks, cancellable from the loop."""
+    """The event-loop side of one generation: an async iterator of chunks, cancellable from the loop.
+
+    The worker appends to a deque and wakes the loop only when no wake-up is already pending, so a fast model
+    costs one loop wake-up per batch of tokens rather than per token. Each `__anext__` returns everything that
+    arrived since the last one as a single chunk: one token while the client keeps up, several when it lags.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._queue: asyncio.Queue[GenerationChunk | BaseException] = asyncio.Queue()
+        self._items: deque[GenerationChunk | BaseException] = deque()
+        self._lock = threading.Lock()
+        self._wake_pending = False
+        self._ready = asyncio.Event()
         self._cancel = threading.Event()
         self._done = False
         self.submitted_at = time.perf_counter()
 
     # --- worker-thread side -------------------------------------------------------------------
     def push(self, item: GenerationChunk | BaseException) -> None:
+        with self._lock:
+            self._items.append(item)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             self._cancel.set()
 
@@ -48,6 +62,11 @@ class GenerationStream:
         return self._cancel.is_set()
 
     # --- event-loop side ----------------------------------------------------------------------
+    def _wake(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        self._ready.set()
+
     def cancel(self) -> None:
         self._cancel.set()
 
@@ -57,13 +76,38 @@ class GenerationStream:
     async def __anext__(self) -> GenerationChunk:
         if self._done:
             raise StopAsyncIteration
-        item = await self._queue.get()
+        while True:
+            with self._lock:
+                if self._items:
+                    item = self._take()
+                    break
+                self._ready.clear()
+            await self._ready.wait()
         if isinstance(item, BaseException):
             self._done = True
             raise item
         if item.finish_reason is not None:
             self._done = True
         return item
+
+    def _take(self) -> GenerationChunk | BaseException:
+        """Everything queued, merged into one chunk (text joined, tokens summed); an error stands alone."""
+        first = self._items[0]
+        if isinstance(first, BaseException):
+            self._items.popleft()
+            return first
+        parts: list[str] = []
+        tokens = 0
+        while self._items and not isinstance(self._items[0], BaseException):
+            chunk = self._items.popleft()
+            assert not isinstance(chunk, BaseException)
+            parts.append(chunk.text)
+            tokens += chunk.token_count
+            if chunk.finish_reason is not None:
+                chunk.text = "".join(parts)
+                chunk.token_count = tokens
+                return chunk
+        return GenerationChunk("".join(parts), token_count=tokens)
 
 
 @dataclass(slots=True)
