@@ -1,9 +1,10 @@
 """Tiny random-weight demo models, generated from a fixed seed so that tests and first runs need no downloads.
 
 Writes a llama-architecture GGUF (with a byte-level BPE tokenizer trained with `tokenizers` and a ChatML
-chat template), an embedding GGUF, the chat model's weights again as MLX folders (see demo_mlx.py), and a
-`models.yaml` serving them. The same command twice writes identical files. Weights are kept in Hugging Face
-layout in memory so that other formats can be written from the same numbers.
+chat template), an embedding GGUF, the chat model's weights again as MLX folders (see demo_mlx.py), vision
+models for both backends (demo_vision.py, demo_vision_gguf.py), and a `models.yaml` serving them. The same
+command twice writes identical files. Weights are kept in Hugging Face layout in memory so that other formats
+can be written from the same numbers.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-DEMO_FORMAT_VERSION = "3"
+DEMO_FORMAT_VERSION = "4"
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -198,6 +199,8 @@ def write_llama_gguf(
 
 
 def _models_yaml() -> str:
+    from heylook_llm.demo_vision_gguf import DEMO_VISION_GGUF_PROJECTOR
+
     return f"""\
 # Demo models written by `heylookllm demo-models` (format {DEMO_FORMAT_VERSION}).
 # Tiny random-weight models: they exercise the real loading and generation code, and their text is gibberish.
@@ -235,6 +238,15 @@ models:
     config:
       model_path: demo-vision-mlx
       vision: true
+  - id: demo-vision-gguf
+    provider: llama_cpp
+    description: The demo-gguf model with a tiny random-weight CLIP projector (mmproj) for images through llama.cpp
+    tags: [demo, chat, vision]
+    config:
+      model_path: demo-gguf.gguf
+      mmproj_path: {DEMO_VISION_GGUF_PROJECTOR}
+      n_ctx: 2048
+      n_threads: 2
 """
 
 
@@ -255,6 +267,9 @@ def write_demo_models(output: Path) -> Path:
     from heylook_llm.demo_vision import DEMO_VISION_MLX_DIR, write_vision_mlx_model
 
     write_vision_mlx_model(output / DEMO_VISION_MLX_DIR, shape, tokenizer)
+    from heylook_llm.demo_vision_gguf import DEMO_VISION_GGUF_PROJECTOR, write_vision_projector_gguf
+
+    write_vision_projector_gguf(output / DEMO_VISION_GGUF_PROJECTOR, shape.hidden)
     yaml_path = output / "models.yaml"
     yaml_path.write_text(_models_yaml(), encoding="utf-8")
     return yaml_path
@@ -273,4 +288,7 @@ def demo_models_current(output: Path) -> bool:
     from heylook_llm.demo_vision import DEMO_VISION_MLX_DIR, VISION_MODEL_FILES
 
     files += [f"{DEMO_VISION_MLX_DIR}/{name}" for name in VISION_MODEL_FILES]
+    from heylook_llm.demo_vision_gguf import DEMO_VISION_GGUF_PROJECTOR
+
+    files.append(DEMO_VISION_GGUF_PROJECTOR)
     return bool(head) and f"(format {DEMO_FORMAT_VERSION})" in head[0] and all((output / f).is_file() for f in files)

@@ -1,7 +1,10 @@
 """llama.cpp backend (GGUF files) through llama-cpp-python.
 
 Chat and completion models run on `LlamaEngine` (llama.cpp's low-level API: one context, `parallel` sequence
-slots, continuous batching, prefix cache). Embedding models use llama-cpp-python's `Llama.embed`.
+slots, continuous batching, prefix cache). Embedding models use llama-cpp-python's `Llama.embed`. With
+`mmproj_path` the engine also loads a vision projector (libmtmd, llama_vision.py): a chat request with images
+is rendered with the projector's marker where each image goes (before its message's text) and tokenized into
+text and image chunks.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -20,7 +23,11 @@ from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import CapabilityError, ContextLengthExceeded, InvalidRequest, ModelLoadError
-from heylook_llm.types import EmbeddingResult, GenerationChunk, GenerationRequest, ResponseFormat
+from heylook_llm.types import ChatMessage, EmbeddingResult, GenerationChunk, GenerationRequest, ResponseFormat
+
+if TYPE_CHECKING:
+    # Imported when a projector loads: libmtmd is not needed for text models.
+    from heylook_llm.backends.llama_vision import MediaPrompt
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +59,8 @@ class LlamaCppBackend(Backend):
 
     def _load_engine(self) -> None:
         cfg = self.config
+        if cfg.mmproj_path is not None and not cfg.mmproj_path.is_file():
+            raise ModelLoadError(self.entry.id, f"mmproj_path {cfg.mmproj_path} does not exist or is not a file")
         engine = LlamaEngine(
             EngineOptions(
                 model_path=cfg.model_path,
@@ -62,6 +71,7 @@ class LlamaCppBackend(Backend):
                 n_gpu_layers=cfg.n_gpu_layers,
                 use_mmap=cfg.use_mmap,
                 prefix_cache=cfg.prefix_cache,
+                mmproj_path=cfg.mmproj_path,
             )
         )
         try:
@@ -146,6 +156,20 @@ class LlamaCppBackend(Backend):
             )
         if request.suffix is not None and request.messages is not None:
             raise InvalidRequest("suffix works with a prompt, not with chat messages", param="suffix")
+        if _has_images(request) and (self._engine is None or self._engine.vision is None):
+            raise CapabilityError(
+                f"model '{self.entry.id}' does not accept images: it has no vision projector (mmproj_path)",
+                param="messages",
+            )
+
+    def _render_chat(self, messages: list[ChatMessage], may_add_bos: bool) -> tuple[str, bool]:
+        """The chat template's text, and whether the tokenizer should still add the BOS token."""
+        engine = self._require_engine()
+        assert self._template is not None
+        text = self._template.render(messages)
+        bos = engine.token_text(engine.bos_id)
+        # Templates that write the BOS token themselves must not get a second one from the tokenizer.
+        return text, may_add_bos and not (bos and text.startswith(bos))
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         engine = self._require_engine()
@@ -153,11 +177,7 @@ class LlamaCppBackend(Backend):
         # Continuing from earlier tokens: the BOS token is already at their start.
         may_add_bos = engine.add_bos and not context
         if request.messages is not None:
-            assert self._template is not None
-            text = self._template.render(request.messages)
-            bos = engine.token_text(engine.bos_id)
-            # Templates that write the BOS token themselves must not get a second one from the tokenizer.
-            add_bos = may_add_bos and not (bos and text.startswith(bos))
+            text, add_bos = self._render_chat(request.messages, may_add_bos)
             tokens = engine.tokenize(text, add_bos=add_bos, special=True)
         else:
             # Raw prompts may spell control tokens ("<|im_start|>"), as llama.cpp's own server allows.
@@ -181,13 +201,39 @@ class LlamaCppBackend(Backend):
         suffix_tokens = engine.tokenize(suffix, add_bos=False, special=False)
         return [*([bos] if add_bos else []), pre, *prefix, suf, *suffix_tokens, mid]
 
+    def _media_prompt(self, request: GenerationRequest) -> MediaPrompt:
+        """Each message's images as markers before its text (as the MLX vision path places them), tokenized
+        with the images by libmtmd."""
+        engine = self._require_engine()
+        vision = engine.vision
+        assert vision is not None and request.messages is not None
+        context = _checked_context(request.context_tokens, engine.n_vocab)
+        marked = [
+            ChatMessage(m.role, "".join(f"{vision.marker}\n" for _ in m.images) + m.content) for m in request.messages
+        ]
+        text, add_bos = self._render_chat(marked, engine.add_bos and not context)
+        media = vision.tokenize(text, [image for m in request.messages for image in m.images], add_special=add_bos)
+        media.prepend(context)
+        return media
+
     def open_sequence(self, request: GenerationRequest) -> Sequence:
         engine = self._require_engine()
-        tokens = self._prompt_tokens(request)
-        if len(tokens) >= self.config.n_ctx:
-            raise ContextLengthExceeded(len(tokens), self.config.n_ctx)
-        grammar = json_grammar_source(request.response_format) if request.response_format is not None else None
-        return engine.open(tokens, request.sampling, grammar, request.return_tokens)
+        if not _has_images(request):
+            tokens = self._prompt_tokens(request)
+            if len(tokens) >= self.config.n_ctx:
+                raise ContextLengthExceeded(len(tokens), self.config.n_ctx)
+            grammar = json_grammar_source(request.response_format) if request.response_format is not None else None
+            return engine.open(tokens, request.sampling, grammar, request.return_tokens)
+        self.check_request(request)
+        media = self._media_prompt(request)
+        try:
+            if media.token_count >= self.config.n_ctx:
+                raise ContextLengthExceeded(media.token_count, self.config.n_ctx)
+            grammar = json_grammar_source(request.response_format) if request.response_format is not None else None
+            return engine.open(media.positions, request.sampling, grammar, request.return_tokens, media)
+        except BaseException:
+            media.release()
+            raise
 
     def step(self, sequences: list[Any]) -> list[GenerationChunk | BaseException | None]:
         return list(self._require_engine().step(sequences))
@@ -246,6 +292,10 @@ def json_grammar_source(response_format: ResponseFormat) -> str:
             f"format: this JSON schema cannot be turned into a grammar: {type(exc).__name__}: {exc}",
             param="format",
         ) from exc
+
+
+def _has_images(request: GenerationRequest) -> bool:
+    return request.messages is not None and any(m.images for m in request.messages)
 
 
 def _checked_context(context: list[int] | None, n_vocab: int) -> list[int]:

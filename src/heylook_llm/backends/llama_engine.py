@@ -6,6 +6,10 @@ has logits with its own `llama_sampler` chain (all in C). A finished sequence le
 KV cache; the next request picks the free slot whose cached tokens share the longest prefix with its prompt
 and evaluates only the rest.
 
+With a vision projector (`mmproj_path`, see llama_vision.py) a prompt may hold images: their positions are
+negative ids in the token lists (derived from the image's content, so only the same image matches in the prefix
+cache), and each image is evaluated into its slot by libmtmd when the sequence's reading reaches it.
+
 All methods run on the model's worker thread.
 """
 
@@ -17,13 +21,17 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats, SamplingParams
+
+if TYPE_CHECKING:
+    from heylook_llm.backends.llama_vision import MediaPrompt, VisionProjector
+
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +75,16 @@ class EngineOptions:
     n_gpu_layers: int
     use_mmap: bool
     prefix_cache: bool
+    mmproj_path: Path | None = None
+    """A vision projector GGUF loaded with libmtmd against the model: prompts may then hold images."""
 
 
 @dataclass(slots=True)
 class _Slot:
     seq_id: int
     cached: list[int] = field(default_factory=list)
-    """Tokens whose keys and values are in this slot's part of the KV cache, in order."""
+    """Tokens whose keys and values are in this slot's part of the KV cache, in order; one entry per position
+    (a negative id where an image is)."""
     busy: bool = False
     last_used: float = 0.0
 
@@ -100,6 +111,10 @@ class Sequence:
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float = 0.0
     done: bool = False
+    media: MediaPrompt | None = None
+    """The images of the prompt still to evaluate (and the chunk list owning them); None for text prompts."""
+    prompt_tokens: int = 0
+    """Prompt size reported to clients: len(prompt), or text plus image embedding tokens."""
 
 
 class LlamaEngine:
@@ -116,6 +131,8 @@ class LlamaEngine:
         self.eog_ids: frozenset[int] = frozenset()
         self.n_vocab = 0
         self.add_bos = False
+        self.vision: VisionProjector | None = None
+        """The loaded projector (`mmproj_path`): tokenizes prompts with images into a `MediaPrompt` for `open`."""
 
     # --- lifecycle ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -148,8 +165,21 @@ class LlamaEngine:
         self._batch_capacity = int(ctx_params.n_batch)
         self._batch = llama_cpp.llama_batch_init(self._batch_capacity, 0, 1)
         self._slots = [_Slot(seq_id=i) for i in range(opts.parallel)]
+        if opts.mmproj_path is not None:
+            from heylook_llm.backends.llama_vision import VisionProjector
+
+            try:
+                self.vision = VisionProjector(
+                    opts.mmproj_path, self._model, n_threads=opts.n_threads, use_gpu=opts.n_gpu_layers != 0
+                )
+            except RuntimeError:
+                self.unload()
+                raise
 
     def unload(self) -> None:
+        if self.vision is not None:
+            self.vision.close()
+            self.vision = None
         if self._batch is not None:
             llama_cpp.llama_batch_free(self._batch)
             self._batch = None
@@ -225,19 +255,37 @@ class LlamaEngine:
     def free_slots(self) -> int:
         return sum(1 for s in self._slots if not s.busy)
 
-    def open(self, prompt: list[int], params: SamplingParams, grammar: str | None, return_tokens: bool) -> Sequence:
-        """Claim the free slot sharing the longest cached prefix with `prompt` and prepare its sampler."""
+    def open(
+        self,
+        prompt: list[int],
+        params: SamplingParams,
+        grammar: str | None,
+        return_tokens: bool,
+        media: MediaPrompt | None = None,
+    ) -> Sequence:
+        """Claim the free slot sharing the longest cached prefix with `prompt` and prepare its sampler.
+
+        With `media`, `prompt` is `media.positions`; the sequence owns `media` once open returns (`close` frees it).
+        """
+        if media is not None and prompt and prompt[-1] < 0:
+            # The first sample needs logits of a text token; chat templates always end with text.
+            raise InvalidRequest("the prompt must end with text after its last image")
         slot, reuse = self._pick_slot(prompt)
         sampler = self._sampler(params, grammar, prompt)
         # At least the last prompt token is evaluated again, to get logits for the first sample.
         reuse = min(reuse, len(prompt) - 1)
+        if media is not None:
+            reuse = media.whole_images_before(reuse)
         if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
             reuse = 0
             llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        if media is not None:
+            media.drop_reused(reuse)
         slot.cached = slot.cached[:reuse]
         slot.busy = True
         slot.last_used = time.monotonic()
-        budget = min(params.max_tokens, self.options.n_ctx - len(prompt))
+        prompt_tokens = media.token_count if media is not None else len(prompt)
+        budget = min(params.max_tokens, self.options.n_ctx - prompt_tokens)
         return Sequence(
             slot=slot,
             prompt=prompt,
@@ -246,14 +294,20 @@ class LlamaEngine:
             params=params,
             budget=budget,
             cached_tokens=reuse,
-            return_tokens=return_tokens,
+            # Token ids cannot carry images: a context handed back without them would silently drop them.
+            return_tokens=return_tokens and media is None,
             stops=StopMatcher(params.stop),
+            media=media,
+            prompt_tokens=prompt_tokens,
         )
 
     def close(self, seq: Sequence) -> None:
         if seq.sampler is not None:
             llama_cpp.llama_sampler_free(seq.sampler)
             seq.sampler = None
+        if seq.media is not None:
+            seq.media.release()
+            seq.media = None
         seq.slot.busy = False
         seq.slot.last_used = time.monotonic()
         if not self.options.prefix_cache:
@@ -311,7 +365,8 @@ class LlamaEngine:
             )
             # The prompt counts as history for repetition penalties, as in llama.cpp's own server.
             for token in prompt[-params.repeat_last_n :] if params.repeat_last_n > 0 else []:
-                llama_cpp.llama_sampler_accept(penalties, token)
+                if token >= 0:
+                    llama_cpp.llama_sampler_accept(penalties, token)
             add(penalties)
         if params.greedy:
             add(llama_cpp.llama_sampler_init_greedy())
@@ -328,20 +383,30 @@ class LlamaEngine:
         return chain
 
     # --- stepping -----------------------------------------------------------------------------
-    def step(self, seqs: list[Sequence]) -> list[GenerationChunk | None]:
-        """One decode for all `seqs`; returns each one's chunk (None while its prompt is still being read)."""
+    def step(self, seqs: list[Sequence]) -> list[GenerationChunk | BaseException | None]:
+        """One decode for all `seqs`; returns each one's chunk (None while its prompt is still being read), or the
+        error that ended it (an image that failed to evaluate ends only its own sequence)."""
+        failed: dict[int, BaseException] = {}
+        for seq in seqs:
+            if seq.pending and seq.pending[0] < 0:
+                try:
+                    self._evaluate_image(seq)
+                except GenerationFailed as exc:
+                    self._forget(seq)
+                    failed[id(seq)] = exc
+        live = [s for s in seqs if id(s) not in failed]
         batch = self._batch
         n = 0
-        decoding = [s for s in seqs if not s.pending]
+        decoding = [s for s in live if not s.pending]
         for seq in decoding:
             self._put(batch, n, seq.next_token, len(seq.slot.cached), seq.slot.seq_id, True)
             seq.slot.cached.append(seq.next_token)
             seq.logits_index = n
             n += 1
-        for seq in seqs:
+        for seq in live:
             if not seq.pending or n >= self._batch_capacity:
                 continue
-            take = seq.pending[: self._batch_capacity - n]
+            take = _text_run(seq.pending, self._batch_capacity - n)
             del seq.pending[: len(take)]
             pos = len(seq.slot.cached)
             for i, token in enumerate(take):
@@ -354,12 +419,24 @@ class LlamaEngine:
             else:
                 seq.logits_index = -1
         batch.n_tokens = n
-        status = llama_cpp.llama_decode(self._ctx, batch)
+        status = llama_cpp.llama_decode(self._ctx, batch) if n else 0
         if status != 0:
-            for seq in seqs:
+            for seq in live:
                 self._forget(seq)
             raise GenerationFailed(f"llama_decode failed with status {status}")
-        return [self._sample(seq) if seq.logits_index >= 0 else None for seq in seqs]
+        return [failed.get(id(seq)) or (self._sample(seq) if seq.logits_index >= 0 else None) for seq in seqs]
+
+    def _evaluate_image(self, seq: Sequence) -> None:
+        """Evaluate the image at the head of `seq.pending`, whose text before it is already in the cache."""
+        assert self.vision is not None and seq.media is not None and seq.media.images
+        image = seq.media.images.popleft()
+        n_past = len(seq.slot.cached)
+        new_n_past = self.vision.evaluate(self._ctx, image, n_past, seq.slot.seq_id, self._batch_capacity)
+        if new_n_past - n_past != image.n_pos:
+            raise GenerationFailed(f"an image took {new_n_past - n_past} positions instead of {image.n_pos}")
+        seq.slot.cached.extend(seq.pending[: image.n_pos])
+        del seq.pending[: image.n_pos]
+        seq.logits_index = -1
 
     @staticmethod
     def _put(batch: Any, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
@@ -397,7 +474,7 @@ class LlamaEngine:
         ended = time.perf_counter()
         first = seq.first_token_at or ended
         stats = GenerationStats(
-            prompt_tokens=len(seq.prompt),
+            prompt_tokens=seq.prompt_tokens or len(seq.prompt),
             completion_tokens=len(seq.output),
             cached_prompt_tokens=seq.cached_tokens,
             prompt_eval_seconds=first - seq.started,
@@ -414,3 +491,12 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
             break
         n += 1
     return n
+
+
+def _text_run(pending: list[int], limit: int) -> list[int]:
+    """Up to `limit` leading tokens of `pending`, stopping before an image (evaluated on its own next step)."""
+    run = pending[:limit]
+    for i, token in enumerate(run):
+        if token < 0:
+            return run[:i]
+    return run

@@ -184,6 +184,8 @@ class ModelEntry(_Strict):
         caps = ["completion"]
         if isinstance(self.config, MLXConfig) and self.config.vision:
             caps.append("vision")
+        if isinstance(self.config, LlamaCppConfig) and self.config.mmproj_path is not None:
+            caps.append("vision")
         return caps
 
 

@@ -46,8 +46,8 @@ def require_vision(entry: ModelEntry, refs: list[ImageRef]) -> None:
     """Refuse images for a model that cannot see them, before any image is read."""
     if not refs or "vision" in entry.capabilities:
         return
-    if isinstance(entry.config, LlamaCppConfig) and entry.config.mmproj_path is not None:
-        reason = "llama.cpp vision (mmproj_path) is not available on this server yet"
+    if isinstance(entry.config, LlamaCppConfig):
+        reason = "it has no vision projector (set mmproj_path for a GGUF model)"
     else:
         reason = "it has no vision (set vision: true for an mlx-vlm model)"
     raise CapabilityError(
