@@ -79,11 +79,6 @@ def test_parallel_with_context_evaluates_the_shared_prefix_once_first(client: Op
     assert body["timing"]["parallel_speedup"] > 0 and body["timing"]["shared_prefix_time"] > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the llama.cpp engine to copy a cached prefix between slots "
-    "(/work/shared/issue8-llama-engine-borrow-prefix.patch); remove this marker once applied",
-)
 def test_parallel_with_context_reuses_the_prefix_in_every_group(client: OpenAI) -> None:
     system = {"role": "system", "content": "A fresh shared prefix for this test only. " * 10}
     body = _batch(client, "demo-gguf", [system, *QUESTIONS], "parallel_with_context")

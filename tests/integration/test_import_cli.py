@@ -13,6 +13,7 @@ from openai import OpenAI
 
 from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, load_registry, parse_registry
 from heylook_llm.demo import EOS_TOKEN, ModelShape, random_weights, train_tokenizer, write_llama_gguf
+from heylook_llm.demo_vision_gguf import write_vision_projector_gguf
 from tests.conftest import start_server
 from tests.support.import_fixtures import (
     FakeHfCache,
@@ -65,7 +66,8 @@ def library(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name, seed, f16 in (("tiny-F16.gguf", 0, True), ("tiny-F32.gguf", 7, False)):
         weights = random_weights(shape, len(tokenizer.tokens), seed=seed, eos_id=eos)
         write_llama_gguf(sources / name, shape, weights, tokenizer, name=name, f16=f16)
-    write_projector(sources / "mmproj-tiny-f16.gguf", projection_dim=shape.hidden)
+    # A projector llama.cpp really loads: the imported model is served with it below.
+    write_vision_projector_gguf(sources / "mmproj-tiny-f16.gguf", text_hidden=shape.hidden)
     cache = FakeHfCache(root / "hub")
     cache.add_repo("org/tiny-GGUF", {p.name: p for p in sorted(sources.iterdir())})
     cache.add_folder("mlx-community/demo-mlx", demo_dir / "demo-mlx")
@@ -238,7 +240,7 @@ def test_models_list_and_validate(imported: tuple[Path, str], tmp_path: Path) ->
     out, _ = imported
     listing = _run("models", "list", "--config", str(out))
     assert listing.returncode == 0, listing.stderr
-    for text in ("org/tiny-GGUF:F16", "embedding", "completion, mmproj", "yes", "mlx"):
+    for text in ("org/tiny-GGUF:F16", "embedding", "completion, vision", "yes", "mlx"):
         assert text in listing.stdout
     valid = _run("models", "validate", str(out))
     assert valid.returncode == 0 and "valid (7 model(s), 7 enabled)" in valid.stdout

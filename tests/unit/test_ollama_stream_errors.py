@@ -50,7 +50,8 @@ def test_a_failure_mid_stream_is_a_last_error_line() -> None:
         response = client.post("/api/chat", json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
     assert response.status_code == 200
     lines = [orjson.loads(line) for line in response.text.splitlines()]
-    assert [line.get("message", {}).get("content") for line in lines[:-1]] == ["one ", "two "]
+    # Tokens that arrive together may share a line; the text before the error is all there.
+    assert "".join(line["message"]["content"] for line in lines[:-1]) == "one two "
     assert lines[-1] == {"error": "the backend broke mid-way"}
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 
+from heylook_llm.backends.llama_sampling import build_sampler_chain
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats, SamplingParams
@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+
+MIN_BORROWED_TOKENS = 32
+"""Copying another slot's cache moves its whole KV stream: worth it only for a prefix at least this long."""
 
 _native_log = logging.getLogger("heylook_llm.llama_cpp.native")
 # ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continuation lines, such as progress dots).
@@ -271,7 +274,9 @@ class LlamaEngine:
             # The first sample needs logits of a text token; chat templates always end with text.
             raise InvalidRequest("the prompt must end with text after its last image")
         slot, reuse = self._pick_slot(prompt)
-        sampler = self._sampler(params, grammar, prompt)
+        if self.options.prefix_cache:
+            reuse = self._borrow_prefix(slot, prompt, reuse)
+        sampler = build_sampler_chain(self._vocab, self.n_vocab, params, grammar, prompt)
         # At least the last prompt token is evaluated again, to get logits for the first sample.
         reuse = min(reuse, len(prompt) - 1)
         if media is not None:
@@ -330,57 +335,28 @@ class LlamaEngine:
         spare = min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
         return spare, matches[spare.seq_id]
 
-    def _sampler(self, params: SamplingParams, grammar: str | None, prompt: list[int]) -> Any:
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-
-        def add(sampler: Any) -> None:
-            llama_cpp.llama_sampler_chain_add(chain, sampler)
-
-        if params.logit_bias:
-            biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
-            for i, (token, value) in enumerate(params.logit_bias):
-                if not 0 <= token < self.n_vocab:
-                    llama_cpp.llama_sampler_free(chain)
-                    raise InvalidRequest(
-                        f"logit_bias token id {token} is outside the vocabulary (0..{self.n_vocab - 1})",
-                        param="logit_bias",
-                    )
-                biases[i].token = token  # type: ignore[assignment]
-                # OpenAI's -100 bans a token: -inf keeps it out whatever the later samplers do.
-                biases[i].bias = float("-inf") if value <= -100 else value
-            add(llama_cpp.llama_sampler_init_logit_bias(self.n_vocab, len(params.logit_bias), biases))
-        if grammar is not None:
-            constrained = llama_cpp.llama_sampler_init_grammar(self._vocab, grammar.encode(), b"root")
-            if not constrained:
-                llama_cpp.llama_sampler_free(chain)
-                raise InvalidRequest("the output format could not be compiled into a grammar", param="format")
-            add(constrained)
-        if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
-            penalties = llama_cpp.llama_sampler_init_penalties(
-                self.n_vocab,
-                params.repeat_last_n,
-                params.repeat_penalty,
-                params.frequency_penalty,
-                params.presence_penalty,
-            )
-            # The prompt counts as history for repetition penalties, as in llama.cpp's own server.
-            for token in prompt[-params.repeat_last_n :] if params.repeat_last_n > 0 else []:
-                if token >= 0:
-                    llama_cpp.llama_sampler_accept(penalties, token)
-            add(penalties)
-        if params.greedy:
-            add(llama_cpp.llama_sampler_init_greedy())
-        else:
-            if params.top_k > 0:
-                add(llama_cpp.llama_sampler_init_top_k(params.top_k))
-            if params.top_p < 1.0:
-                add(llama_cpp.llama_sampler_init_top_p(params.top_p, 1))
-            if params.min_p > 0.0:
-                add(llama_cpp.llama_sampler_init_min_p(params.min_p, 1))
-            add(llama_cpp.llama_sampler_init_temp(params.temperature))
-            seed = params.seed if params.seed is not None else random.getrandbits(32)
-            add(llama_cpp.llama_sampler_init_dist(seed & 0xFFFFFFFF))
-        return chain
+    def _borrow_prefix(self, slot: _Slot, prompt: list[int], reuse: int) -> int:
+        """Copy a longer matching prefix from another slot's KV cache (busy or free) into `slot`; returns the
+        tokens now reusable. Requests submitted together with a common prefix (batch groups, `n` choices) then
+        evaluate it once instead of once per slot."""
+        donor, match = max(
+            ((s, _common_prefix(s.cached, prompt)) for s in self._slots if s is not slot),
+            key=lambda pair: pair[1],
+            default=(None, 0),
+        )
+        if donor is None or match < reuse + MIN_BORROWED_TOKENS:
+            return reuse
+        # Slots are separate KV streams (kv_unified off), and llama.cpp copies across streams only whole: copy
+        # the donor's stream, then drop what lies past the shared prefix. The copy runs before the next decode,
+        # and a busy donor only appends past `match`, so the copied prefix is intact.
+        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, -1, -1)
+        if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, match, -1):
+            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+            slot.cached = []
+            return 0
+        slot.cached = donor.cached[:match]
+        return match
 
     # --- stepping -----------------------------------------------------------------------------
     def step(self, seqs: list[Sequence]) -> list[GenerationChunk | BaseException | None]:

@@ -41,10 +41,7 @@ def files_size(entry: ModelEntry) -> int | None:
 
 
 def capabilities(entry: ModelEntry) -> tuple[str, ...]:
-    caps = list(entry.capabilities)
-    if isinstance(entry.config, LlamaCppConfig) and entry.config.mmproj_path is not None:
-        caps.append("mmproj")
-    return tuple(caps)
+    return tuple(entry.capabilities)
 
 
 def model_rows(registry: Registry) -> list[ModelRow]:
