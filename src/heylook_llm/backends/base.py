@@ -62,6 +62,21 @@ class Backend(abc.ABC):
                 results.append(exc)
         return results
 
+    def run_alone(self, sequence: Any) -> Generator[GenerationChunk, None, None]:
+        """Step one opened sequence by itself until it ends, then close it (for `generate()` of batching
+        backends; the worker steps all sequences together instead)."""
+        try:
+            while True:
+                chunk = self.step([sequence])[0]
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                if chunk is not None:
+                    yield chunk
+                    if chunk.finish_reason is not None:
+                        return
+        finally:
+            self.close_sequence(sequence)
+
     def close_sequence(self, sequence: Any) -> None:
         """Release what a finished, failed or cancelled sequence holds."""
         sequence.close()

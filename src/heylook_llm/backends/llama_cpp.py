@@ -19,6 +19,7 @@ import orjson
 from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence
+from heylook_llm.backends.tokens import checked_context
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
@@ -173,7 +174,7 @@ class LlamaCppBackend(Backend):
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         engine = self._require_engine()
-        context = _checked_context(request.context_tokens, engine.n_vocab)
+        context = checked_context(request.context_tokens, engine.n_vocab)
         # Continuing from earlier tokens: the BOS token is already at their start.
         may_add_bos = engine.add_bos and not context
         if request.messages is not None:
@@ -207,7 +208,7 @@ class LlamaCppBackend(Backend):
         engine = self._require_engine()
         vision = engine.vision
         assert vision is not None and request.messages is not None
-        context = _checked_context(request.context_tokens, engine.n_vocab)
+        context = checked_context(request.context_tokens, engine.n_vocab)
         marked = [
             ChatMessage(m.role, "".join(f"{vision.marker}\n" for _ in m.images) + m.content) for m in request.messages
         ]
@@ -244,22 +245,7 @@ class LlamaCppBackend(Backend):
 
     def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
         """One sequence on its own, stepped until it finishes (the worker uses open/step/close directly)."""
-        sequence = self.open_sequence(request)
-
-        def run() -> Generator[GenerationChunk, None, None]:
-            try:
-                while True:
-                    chunk = self.step([sequence])[0]
-                    if isinstance(chunk, BaseException):
-                        raise chunk
-                    if chunk is not None:
-                        yield chunk
-                        if chunk.finish_reason is not None:
-                            return
-            finally:
-                self.close_sequence(sequence)
-
-        return run()
+        return self.run_alone(self.open_sequence(request))
 
     def embed(self, inputs: list[str], *, truncate: bool = False) -> EmbeddingResult:
         if self._embedder is None:
@@ -296,17 +282,6 @@ def json_grammar_source(response_format: ResponseFormat) -> str:
 
 def _has_images(request: GenerationRequest) -> bool:
     return request.messages is not None and any(m.images for m in request.messages)
-
-
-def _checked_context(context: list[int] | None, n_vocab: int) -> list[int]:
-    if not context:
-        return []
-    for token in context:
-        if not 0 <= token < n_vocab:
-            raise InvalidRequest(
-                f"context holds token id {token}, outside the vocabulary (0..{n_vocab - 1})", param="context"
-            )
-    return list(context)
 
 
 def _offloaded_bytes(size_bytes: int, n_gpu_layers: int, metadata: dict[str, str]) -> int:

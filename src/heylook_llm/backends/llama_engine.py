@@ -26,6 +26,7 @@ import llama_cpp
 
 from heylook_llm.backends.llama_sampling import build_sampler_chain
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
+from heylook_llm.backends.tokens import common_prefix
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats, SamplingParams
 
@@ -328,7 +329,7 @@ class LlamaEngine:
             raise GenerationFailed("no free sequence slot (the worker admitted more requests than slots)")
         if not self.options.prefix_cache:
             return min(free, key=lambda s: s.last_used), 0
-        matches = {slot.seq_id: _common_prefix(slot.cached, prompt) for slot in free}
+        matches = {slot.seq_id: common_prefix(slot.cached, prompt) for slot in free}
         best = max(free, key=lambda s: (matches[s.seq_id], -s.last_used))
         if 2 * matches[best.seq_id] >= len(best.cached):
             return best, matches[best.seq_id]
@@ -340,7 +341,7 @@ class LlamaEngine:
         tokens now reusable. Requests submitted together with a common prefix (batch groups, `n` choices) then
         evaluate it once instead of once per slot."""
         donor, match = max(
-            ((s, _common_prefix(s.cached, prompt)) for s in self._slots if s is not slot),
+            ((s, common_prefix(s.cached, prompt)) for s in self._slots if s is not slot),
             key=lambda pair: pair[1],
             default=(None, 0),
         )
@@ -458,15 +459,6 @@ class LlamaEngine:
         )
         context = seq.prompt + seq.output if seq.return_tokens else None
         return GenerationChunk(text, token_count=1, finish_reason=reason, stats=stats, context_tokens=context)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _text_run(pending: list[int], limit: int) -> list[int]:

@@ -25,7 +25,7 @@ from mlx_lm.utils import load_model, load_tokenizer, maybe_set_recommended_wired
 
 from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
-from heylook_llm.backends.mlx_batch import BatchEngine, BatchSequence, batchable_cache
+from heylook_llm.backends.mlx_batch import BatchEngine, batchable_cache
 from heylook_llm.backends.mlx_support import (
     CacheFactory,
     LogitsSetup,
@@ -41,6 +41,7 @@ from heylook_llm.backends.mlx_support import (
 from heylook_llm.backends.native_memory import release_free_heap
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
 from heylook_llm.backends.token_bytes import token_byte_table
+from heylook_llm.backends.tokens import checked_context, common_prefix
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import MLXConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
@@ -173,7 +174,7 @@ class MLXBackend(Backend):
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         tokenizer = self._tokenizer
-        context = _checked_context(request.context_tokens, self._vocab_size)
+        context = checked_context(request.context_tokens, self._vocab_size)
         # Continuing from earlier tokens: the BOS token, if any, is already at their start.
         may_add_special = not context
         if request.messages is not None:
@@ -230,23 +231,9 @@ class MLXBackend(Backend):
 
     def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
         if self._batch is not None:
-            return self._generate_batched(self.open_sequence(request))
+            return self.run_alone(self.open_sequence(request))
         tokens, sampler, processors = self._prepare(request)
         return self._generate(request, tokens, sampler, processors)
-
-    def _generate_batched(self, sequence: BatchSequence) -> Generator[GenerationChunk, None, None]:
-        """One batched sequence stepped until it ends (the worker steps all of them together instead)."""
-        try:
-            while True:
-                chunk = self.step([sequence])[0]
-                if isinstance(chunk, BaseException):
-                    raise chunk
-                if chunk is not None:
-                    yield chunk
-                    if chunk.finish_reason is not None:
-                        return
-        finally:
-            self.close_sequence(sequence)
 
     def _token_stream(
         self,
@@ -304,7 +291,7 @@ class MLXBackend(Backend):
         # Taken out of the backend while in use: a failed generation must not leave a half-written cache behind.
         self._cache, self._cache_tokens = None, []
         if cache is not None and can_trim_prompt_cache(cache):
-            common = min(_common_prefix(held, tokens), len(tokens) - 1)
+            common = min(common_prefix(held, tokens), len(tokens) - 1)
             excess = len(held) - common
             # A cache quantized past quantized_kv_start cannot serve a prefix shorter than that: a fresh request
             # would still hold those tokens in full precision.
@@ -412,26 +399,6 @@ class MLXBackend(Backend):
         gc.collect()
         mx.clear_cache()
         release_free_heap()
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def _checked_context(context: list[int] | None, vocab_size: int) -> list[int]:
-    if not context:
-        return []
-    for token in context:
-        if not 0 <= token < vocab_size:
-            raise InvalidRequest(
-                f"context holds token id {token}, outside the vocabulary (0..{vocab_size - 1})", param="context"
-            )
-    return list(context)
 
 
 def _folder_weight_bytes(folder: Path) -> int:

@@ -23,6 +23,7 @@ from mlx_lm.models.cache import KVCache
 
 from heylook_llm.backends.mlx_support import LogitsProcessor, Sampler, TokenDecoder
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
+from heylook_llm.backends.tokens import common_prefix
 from heylook_llm.errors import GenerationFailed
 from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats
 
@@ -56,7 +57,7 @@ class PromptCachePool:
         """
         best, best_len = -1, 0
         for index, (held, _) in enumerate(self._entries):
-            common = min(_common_prefix(held, tokens), len(tokens) - 1)
+            common = min(common_prefix(held, tokens), len(tokens) - 1)
             if common > best_len:
                 best, best_len = index, common
         if best < 0:
@@ -88,15 +89,6 @@ def _view(layer: KVCache, length: int) -> KVCache:
     view = KVCache()  # type: ignore[no-untyped-call]  # mlx-lm leaves this one unannotated
     view.keys, view.values, view.offset = layer.keys, layer.values, length
     return view
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 @dataclass(eq=False, slots=True)

@@ -27,10 +27,10 @@ from heylook_llm.api.ollama.schemas import (
     ShowResponse,
     VersionResponse,
 )
+from heylook_llm.api.state import router_of
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry, Registry
 from heylook_llm.config.registry_store import RegistryStore
-from heylook_llm.engine.router import ModelRouter
 from heylook_llm.errors import CapabilityError, InvalidRequest, ModelLoadError, ModelNotFound
 from heylook_llm.model_info import ModelFileError, ModelFileInfo, ModelInfoReader, read_model_files
 
@@ -45,11 +45,6 @@ HOW_TO_ADD = (
 )
 
 model_routes = APIRouter()
-
-
-def _router(request: Request) -> ModelRouter:
-    router: ModelRouter = request.app.state.router
-    return router
 
 
 def _reader(request: Request) -> ModelInfoReader:
@@ -105,7 +100,7 @@ async def tags(request: Request) -> Response:
         return Response(media_type="application/json")
     reader = _reader(request)
     listed: list[dict[str, Any]] = []
-    for entry in _router(request).registry.enabled():
+    for entry in router_of(request).registry.enabled():
         try:
             info, digest = await _facts(reader, entry)
         except ModelLoadError as exc:
@@ -117,7 +112,7 @@ async def tags(request: Request) -> Response:
 
 @model_routes.post("/api/show", response_model=ShowResponse, summary="Details, metadata and template of a model")
 async def show(body: ModelRequest, request: Request) -> Response:
-    router = _router(request)
+    router = router_of(request)
     entry = router.entry(convert.model_id(body.model, router.registry))
     info, _ = await _facts(_reader(request), entry)
     if body.verbose:
@@ -140,7 +135,7 @@ async def show(body: ModelRequest, request: Request) -> Response:
 async def running(request: Request) -> Response:
     reader = _reader(request)
     rows: list[dict[str, Any]] = []
-    for model in _router(request).loaded():
+    for model in router_of(request).loaded():
         facts = model.worker.backend.facts
         try:
             info, digest = await _facts(reader, model.entry)
@@ -167,12 +162,12 @@ async def _edit_registry(request: Request, edit: Callable[[RegistryStore], Regis
     lock: asyncio.Lock = request.app.state.registry_lock
     async with lock:
         registry = await asyncio.to_thread(edit, store)
-        _router(request).replace_registry(registry)
+        router_of(request).replace_registry(registry)
 
 
 @model_routes.post("/api/copy", summary="Copy a model: a new name for the same weights (models.yaml alias)")
 async def copy_model(body: CopyRequest, request: Request) -> Response:
-    router = _router(request)
+    router = router_of(request)
     source = convert.model_id(body.source, router.registry)
     destination = convert.new_model_id(body.destination)
     await _edit_registry(request, lambda store: store.copy_entry(source, destination))
@@ -181,7 +176,7 @@ async def copy_model(body: CopyRequest, request: Request) -> Response:
 
 @model_routes.delete("/api/delete", summary="Remove a model from models.yaml (its files are kept)")
 async def delete_model(body: ModelRequest, request: Request) -> Response:
-    router = _router(request)
+    router = router_of(request)
     model_id = convert.model_id(body.model, router.registry)
     await _edit_registry(request, lambda store: store.remove_entry(model_id))
     return Response(status_code=200)
@@ -211,7 +206,7 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
         raise InvalidRequest("from is required: the name of the model to make the variant of", param="from")
     if body.license:
         log.debug("/api/create: license is not stored")
-    router = _router(request)
+    router = router_of(request)
     base = convert.model_id(body.from_, router.registry)
     try:
         options = Options.model_validate(body.parameters or {})
@@ -235,7 +230,7 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
 
 @model_routes.post("/api/pull", summary="Answers success for a model already served; nothing is downloaded")
 async def pull(body: PullRequest, request: Request) -> Response:
-    router = _router(request)
+    router = router_of(request)
     try:
         convert.model_id(body.model, router.registry)
     except ModelNotFound:

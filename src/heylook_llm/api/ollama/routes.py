@@ -24,8 +24,8 @@ from heylook_llm.api.ollama.schemas import (
     GenerationPiece,
     error_schema,
 )
+from heylook_llm.api.state import router_of, settings_of
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import EmbeddingResult, FinishReason, GenerationStats
@@ -48,16 +48,6 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
 
 routes = APIRouter(tags=["Ollama"], responses=ERRORS)
 routes.include_router(model_routes)
-
-
-def _router(request: Request) -> ModelRouter:
-    router: ModelRouter = request.app.state.router
-    return router
-
-
-def _settings(request: Request) -> ServerSettings:
-    settings: ServerSettings = request.app.state.settings
-    return settings
 
 
 def _images(request: Request) -> ImagePipeline:
@@ -119,12 +109,12 @@ async def _lines(
 @routes.post("/api/chat", summary="Chat (NDJSON stream by default)", responses=STREAM_DOC)
 async def chat(body: ChatRequest, request: Request) -> Response:
     started = time.perf_counter()
-    router = _router(request)
+    router = router_of(request)
     entry = _entry(router, body.model)
     if not body.messages:
         return await _load_only(router, entry, body)
     images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
-    gen = convert.chat_request(body, entry, _settings(request), images)
+    gen = convert.chat_request(body, entry, settings_of(request), images)
     active = await start_generation(router, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
@@ -141,12 +131,12 @@ async def chat(body: ChatRequest, request: Request) -> Response:
 @routes.post("/api/generate", summary="Complete a prompt (NDJSON stream by default)", responses=STREAM_DOC)
 async def generate(body: GenerateRequest, request: Request) -> Response:
     started = time.perf_counter()
-    router = _router(request)
+    router = router_of(request)
     entry = _entry(router, body.model)
     if not body.prompt and not body.suffix and not body.images:
         return await _load_only(router, entry, body)
     images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
-    gen = convert.generate_request(body, entry, _settings(request), images)
+    gen = convert.generate_request(body, entry, settings_of(request), images)
     active = await start_generation(router, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
@@ -174,7 +164,7 @@ async def _embed(
 @routes.post("/api/embed", summary="Embeddings for a text or a list of texts", response_model=EmbedResponse)
 async def embed(body: EmbedRequest, request: Request) -> Response:
     started = time.perf_counter()
-    router = _router(request)
+    router = router_of(request)
     entry = _entry(router, body.model)
     if isinstance(body.input, str):
         inputs = [body.input] if body.input else []
@@ -199,7 +189,7 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
 
 @routes.post("/api/embeddings", summary="Embedding for one text (the older endpoint; prefer /api/embed)")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
-    router = _router(request)
+    router = router_of(request)
     entry = _entry(router, body.model)
     inputs = [body.prompt] if body.prompt else []
     result, _ = await unless_disconnected(request, _embed(router, entry, inputs, body.keep_alive, True))

@@ -27,24 +27,14 @@ from heylook_llm.api.openai.schemas import (
     ModelList,
     error_schema,
 )
+from heylook_llm.api.state import router_of, settings_of
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationRequest, GenerationStats
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: error_schema() for code in (400, 404, 500, 503)}
 routes = APIRouter(tags=["OpenAI"], responses=ERRORS)
-
-
-def _router(request: Request) -> ModelRouter:
-    router: ModelRouter = request.app.state.router
-    return router
-
-
-def _settings(request: Request) -> ServerSettings:
-    settings: ServerSettings = request.app.state.settings
-    return settings
 
 
 def _card(entry: ModelEntry) -> ModelCard:
@@ -64,12 +54,12 @@ def _card(entry: ModelEntry) -> ModelCard:
 
 @routes.get("/v1/models", response_model=ModelList, summary="List the enabled models")
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[_card(e) for e in _router(request).registry.enabled()])
+    return ModelList(data=[_card(e) for e in router_of(request).registry.enabled()])
 
 
 @routes.get("/v1/models/{model_id:path}", response_model=ModelCard, summary="One model")
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    return _card(_router(request).entry(model_id))
+    return _card(router_of(request).entry(model_id))
 
 
 async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats]:
@@ -106,11 +96,11 @@ def _images(request: Request) -> ImagePipeline:
 
 
 async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upload]) -> Response:
-    router = _router(request)
+    router = router_of(request)
     entry = router.entry(body.model)
     refs = image_refs(body, uploads)
     images = await _images(request).prepare(entry, refs, body.resize_options())
-    gen = convert.chat_request(body, entry, _settings(request), images)
+    gen = convert.chat_request(body, entry, settings_of(request), images)
     if batch.runs_several(body):
         return await batch.respond(request, router, body, gen)
     active = await start_generation(router, gen)
@@ -143,8 +133,8 @@ async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include
 
 @routes.post("/v1/completions", summary="Text completion for a prompt or a list of prompts")
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    router = _router(request)
-    gens = convert.completion_requests(body, router.entry(body.model), _settings(request))
+    router = router_of(request)
+    gens = convert.completion_requests(body, router.entry(body.model), settings_of(request))
     if body.stream:
         first = await start_generation(router, gens[0])
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -201,7 +191,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
     inputs = body.inputs()
     if not inputs or any(not text for text in inputs):
         raise InvalidRequest("input must be a non-empty string or a list of non-empty strings", param="input")
-    async with _router(request).acquire(body.model) as lease:
+    async with router_of(request).acquire(body.model) as lease:
         result = await lease.worker.embed(inputs)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
