@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-DEMO_FORMAT_VERSION = "4"
+DEMO_FORMAT_VERSION = "5"
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -215,7 +215,6 @@ models:
     config:
       model_path: demo-gguf.gguf
       n_ctx: 2048
-      n_threads: 2
   - id: demo-embed-gguf
     provider: llama_cpp
     description: Tiny random-weight llama model with mean pooling, for embeddings

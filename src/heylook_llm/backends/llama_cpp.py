@@ -56,7 +56,12 @@ class LlamaCppBackend(Backend):
         self.facts.accelerator_bytes = _offloaded_bytes(self.facts.size_bytes, cfg.n_gpu_layers, self.facts.metadata)
 
     def _threads(self) -> int:
-        return self.config.n_threads or max(1, os.cpu_count() or 2)
+        # One-token steps leave a core to the event loop and the clients: llama.cpp's threads spin while they
+        # wait, and a core they share slows every token down (measured in benchmarks/README.md).
+        return self.config.n_threads or max(1, (os.cpu_count() or 2) // 2)
+
+    def _batch_threads(self) -> int:
+        return self.config.n_threads_batch or max(1, os.cpu_count() or 2)
 
     def _load_engine(self) -> None:
         cfg = self.config
@@ -69,6 +74,8 @@ class LlamaCppBackend(Backend):
                 parallel=cfg.parallel,
                 n_batch=cfg.n_batch,
                 n_threads=self._threads(),
+                n_threads_batch=self._batch_threads(),
+                flash_attn=cfg.flash_attn,
                 n_gpu_layers=cfg.n_gpu_layers,
                 use_mmap=cfg.use_mmap,
                 prefix_cache=cfg.prefix_cache,

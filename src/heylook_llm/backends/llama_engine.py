@@ -76,10 +76,15 @@ class EngineOptions:
     parallel: int
     n_batch: int
     n_threads: int
+    """Threads for steps of one token per sequence."""
     n_gpu_layers: int
     use_mmap: bool
     prefix_cache: bool
     mmproj_path: Path | None = None
+    n_threads_batch: int | None = None
+    """Threads for prompts and multi-token batches (default: n_threads)."""
+    flash_attn: bool | None = None
+    """None lets llama.cpp decide."""
     """A vision projector GGUF loaded with libmtmd against the model: prompts may then hold images."""
 
 
@@ -154,7 +159,11 @@ class LlamaEngine:
         ctx_params.n_batch = max(opts.n_batch, opts.parallel)
         ctx_params.n_ubatch = ctx_params.n_batch
         ctx_params.n_threads = opts.n_threads
-        ctx_params.n_threads_batch = opts.n_threads
+        ctx_params.n_threads_batch = opts.n_threads_batch or opts.n_threads
+        if opts.flash_attn is not None:
+            ctx_params.flash_attn_type = (
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            )
         ctx_params.kv_unified = False
         ctx_params.no_perf = True
         self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
@@ -331,8 +340,10 @@ class LlamaEngine:
             return min(free, key=lambda s: s.last_used), 0
         matches = {slot.seq_id: common_prefix(slot.cached, prompt) for slot in free}
         best = max(free, key=lambda s: (matches[s.seq_id], -s.last_used))
-        if 2 * matches[best.seq_id] >= len(best.cached):
-            return best, matches[best.seq_id]
+        match = matches[best.seq_id]
+        # Worth taking: most of the slot's cache is kept, or the whole prompt (bar its last token) is found.
+        if 2 * match >= len(best.cached) or match >= len(prompt) - 1:
+            return best, match
         spare = min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
         return spare, matches[spare.seq_id]
 

@@ -39,6 +39,8 @@ class LlamaCppConfig(_SamplingDefaults):
     n_ctx: int = Field(default=4096, ge=16)
     n_gpu_layers: int = -1
     n_threads: int | None = Field(default=None, ge=1)
+    n_threads_batch: int | None = Field(default=None, ge=1)
+    flash_attn: bool | None = None
     n_batch: int = Field(default=512, ge=1)
     use_mmap: bool = True
     chat_format: str | None = None
