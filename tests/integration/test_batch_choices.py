@@ -49,26 +49,18 @@ def test_n_choices_are_indexed_seeded_and_reproducible(client: OpenAI, chat_mode
 
 
 def test_n_streaming_interleaves_choices_by_index(client: OpenAI) -> None:
-    expected = client.chat.completions.create(
-        model="demo-gguf",
-        messages=PROMPT,  # type: ignore[arg-type]
-        n=3,
-        seed=5,
-        temperature=1.0,
-        max_tokens=400,
-        logit_bias={EOS_TOKEN_ID: -100, 0: -100},  # both end-of-generation tokens
-    )
-    stream = client.chat.completions.create(
-        model="demo-gguf",
-        messages=PROMPT,  # type: ignore[arg-type]
-        n=3,
-        seed=5,
-        temperature=1.0,
-        max_tokens=400,
-        logit_bias={EOS_TOKEN_ID: -100, 0: -100},  # both end-of-generation tokens
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+    # Three seeded choices of 400 tokens, both end-of-generation tokens banned.
+    request: dict[str, Any] = {
+        "model": "demo-gguf",
+        "messages": PROMPT,
+        "n": 3,
+        "seed": 5,
+        "temperature": 1.0,
+        "max_tokens": 400,
+        "logit_bias": {EOS_TOKEN_ID: -100, 0: -100},
+    }
+    expected = client.chat.completions.create(**request)
+    stream = client.chat.completions.create(**request, stream=True, stream_options={"include_usage": True})
     order: list[int] = []
     texts = ["", "", ""]
     usage = None
