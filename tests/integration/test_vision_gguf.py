@@ -17,30 +17,20 @@ from openai import OpenAI
 from heylook_llm.backends.llama_vision import ImageChunk, MediaPrompt
 from heylook_llm.demo_vision_gguf import write_vision_projector_gguf
 from tests.conftest import start_server
-from tests.support.images import data_url, encoded, gradient
+from tests.support.images import data_url
 from tests.support.server import ServerProcess
+from tests.support.vision import BLUE, GREEDY, RED, chat_body, multipart, post, reply_of
 
 pytestmark = pytest.mark.integration
 MODEL = "demo-vision-gguf"
-GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 12, "seed": 1}
-RED = encoded(gradient(64, 48, seed=1))
-BLUE = encoded(gradient(64, 48, seed=7))
 
 
-def _chat_body(*images: str, text: str = "describe", model: str = MODEL, **extra: Any) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in images]
-    parts.append({"type": "text", "text": text})
-    return {"model": model, "messages": [{"role": "user", "content": parts}], **GREEDY, **extra}
+def _chat_body(*images: str, model: str = MODEL, **extra: Any) -> dict[str, Any]:
+    return chat_body(model, *images, **extra)
 
 
-def _post(server: ServerProcess, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{server.base_url}{path}", timeout=120, **kwargs)
-
-
-def _answer(response: httpx.Response) -> tuple[str, int]:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    return body["choices"][0]["message"]["content"], body["usage"]["prompt_tokens"]
+def _multipart(server: ServerProcess, files: list[bytes], placeholders: int, **fields: Any) -> httpx.Response:
+    return multipart(server, MODEL, files, placeholders, **fields)
 
 
 def _text_only(client: OpenAI, text: str = "describe") -> tuple[str, int]:
@@ -54,16 +44,16 @@ def _text_only(client: OpenAI, text: str = "describe") -> tuple[str, int]:
 def test_image_reaches_the_model(server: ServerProcess, client: OpenAI) -> None:
     # Text first: what a text-only request gives before any image has passed through the slots.
     text_before, text_prompt = _text_only(client)
-    red, red_prompt = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
-    blue, blue_prompt = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(BLUE))))
+    red, red_prompt = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    blue, blue_prompt = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(BLUE))))
     assert red != blue
     assert red_prompt == blue_prompt
     # 16 image tokens (56x56 pixels in 14x14 patches) plus the newline after the image.
     assert red_prompt >= text_prompt + 16
     assert text_before not in (red, blue)
     # The same image again: its positions come from the prefix cache (its id is its content), same answer.
-    again = _post(server, "/v1/chat/completions", json=_chat_body(data_url(RED)))
-    assert _answer(again) == (red, red_prompt)
+    again = post(server, "/v1/chat/completions", json=_chat_body(data_url(RED)))
+    assert reply_of(again) == (red, red_prompt)
     assert again.json()["usage"]["prompt_tokens_details"]["cached_tokens"] > 16
     # The slots now hold image positions: a text-only request must not reuse them as if they were text.
     assert _text_only(client) == (text_before, text_prompt)
@@ -71,21 +61,21 @@ def test_image_reaches_the_model(server: ServerProcess, client: OpenAI) -> None:
 
 def test_a_conversation_about_an_image_reuses_it_from_the_cache(server: ServerProcess) -> None:
     first = _chat_body(data_url(BLUE), text="what is it")
-    answer, prompt_tokens = _answer(_post(server, "/v1/chat/completions", json=first))
+    answer, prompt_tokens = reply_of(post(server, "/v1/chat/completions", json=first))
     follow_up = {
         **first,
         "messages": [*first["messages"], {"role": "assistant", "content": answer}, {"role": "user", "content": "and?"}],
     }
-    response = _post(server, "/v1/chat/completions", json=follow_up)
-    _, follow_up_tokens = _answer(response)
+    response = post(server, "/v1/chat/completions", json=follow_up)
+    _, follow_up_tokens = reply_of(response)
     assert follow_up_tokens > prompt_tokens
     # At least the template header, the image and the first question come from the slot's cache.
     assert response.json()["usage"]["prompt_tokens_details"]["cached_tokens"] >= prompt_tokens - 1
 
 
 def test_two_images_in_one_message(server: ServerProcess) -> None:
-    one_answer, one = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
-    two_answer, two = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED), data_url(BLUE))))
+    one_answer, one = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    two_answer, two = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED), data_url(BLUE))))
     assert two > one
     assert two_answer != one_answer
 
@@ -93,9 +83,9 @@ def test_two_images_in_one_message(server: ServerProcess) -> None:
 def test_images_in_parallel_match_one_at_a_time(server: ServerProcess) -> None:
     """Image sequences evaluated into different slots, then decoded in one shared batch, as when alone."""
     bodies = [_chat_body(data_url(image), text=text) for image in (RED, BLUE) for text in ("describe", "what is it")]
-    alone = [_answer(_post(server, "/v1/chat/completions", json=body)) for body in bodies]
+    alone = [reply_of(post(server, "/v1/chat/completions", json=body)) for body in bodies]
     with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
-        together = list(pool.map(lambda body: _answer(_post(server, "/v1/chat/completions", json=body)), bodies))
+        together = list(pool.map(lambda body: reply_of(post(server, "/v1/chat/completions", json=body)), bodies))
     assert together == alone
 
 
@@ -115,20 +105,13 @@ def test_openai_client_sends_images(server: ServerProcess, client: OpenAI) -> No
         max_tokens=12,
         seed=1,
     )
-    expected, _ = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    expected, _ = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
     assert reply.choices[0].message.content == expected
 
 
-def _multipart(server: ServerProcess, files: list[bytes], placeholders: int, **fields: Any) -> httpx.Response:
-    body = _chat_body(*["__RAW_IMAGE__"] * placeholders, **fields)
-    form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}
-    uploads = [("images", (f"img{i}.png", data, "image/png")) for i, data in enumerate(files)]
-    return _post(server, "/v1/chat/completions/multipart", data=form, files=uploads)
-
-
 def test_same_image_same_answer_through_every_door(server: ServerProcess) -> None:
-    expected, prompt_tokens = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
-    assert _answer(_multipart(server, [RED], 1)) == (expected, prompt_tokens)
+    expected, prompt_tokens = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    assert reply_of(_multipart(server, [RED], 1)) == (expected, prompt_tokens)
     client = ollama.Client(host=server.base_url)
     options = {"temperature": 0, "num_predict": 12, "seed": 1}
     encoded_red = base64.b64encode(RED).decode()
@@ -146,7 +129,7 @@ def test_same_image_same_answer_through_every_door(server: ServerProcess) -> Non
 
 
 def test_multipart_streams(server: ServerProcess) -> None:
-    plain, _ = _answer(_multipart(server, [RED], 1))
+    plain, _ = reply_of(_multipart(server, [RED], 1))
     with httpx.stream(
         "POST",
         f"{server.base_url}/v1/chat/completions/multipart",
@@ -163,16 +146,16 @@ def test_multipart_streams(server: ServerProcess) -> None:
 
 
 def test_vision_model_is_listed_with_vision(server: ServerProcess) -> None:
-    shown = _post(server, "/api/show", json={"model": MODEL})
+    shown = post(server, "/api/show", json={"model": MODEL})
     assert shown.status_code == 200, shown.text
     assert "vision" in shown.json()["capabilities"]
 
 
 def test_image_to_a_gguf_model_without_projector_is_a_400(server: ServerProcess) -> None:
-    response = _post(server, "/v1/chat/completions", json=_chat_body(data_url(RED), model="demo-gguf"))
+    response = post(server, "/v1/chat/completions", json=_chat_body(data_url(RED), model="demo-gguf"))
     assert response.status_code == 400, response.text
     assert "model 'demo-gguf' does not accept images" in response.text
-    ollama_response = _post(
+    ollama_response = post(
         server,
         "/api/chat",
         json={
@@ -200,7 +183,7 @@ def test_a_projector_that_does_not_fit_the_model_fails_to_load(demo_dir: Path, t
     server = start_server(tmp_path, config)
     try:
         for model, needle in (("wrong-projector", "mismatch"), ("missing-projector", "does not exist")):
-            response = _post(server, "/v1/chat/completions", json={**_chat_body(text="hi"), "model": model})
+            response = post(server, "/v1/chat/completions", json={**_chat_body(text="hi"), "model": model})
             assert response.status_code == 500, response.text
             assert f"model '{model}' failed to load" in response.text and needle in response.text
         # The server keeps serving.

@@ -11,35 +11,25 @@ import ollama
 import pytest
 from openai import OpenAI
 
-from tests.support.images import data_url, encoded, gradient, png_bomb
+from tests.support.images import data_url, png_bomb
 from tests.support.server import ServerProcess
+from tests.support.vision import BLUE, GREEDY, RED, chat_body, multipart, post, reply_of
 
 pytestmark = pytest.mark.integration
 MODEL = "demo-vision-mlx"
-GREEDY: dict[str, Any] = {"temperature": 0, "max_tokens": 12, "seed": 1}
-RED = encoded(gradient(64, 48, seed=1))
-BLUE = encoded(gradient(64, 48, seed=7))
 
 
-def _chat_body(*images: str, text: str = "describe", **extra: Any) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [{"type": "image_url", "image_url": {"url": url}} for url in images]
-    parts.append({"type": "text", "text": text})
-    return {"model": MODEL, "messages": [{"role": "user", "content": parts}], **GREEDY, **extra}
+def _chat_body(*images: str, model: str = MODEL, **extra: Any) -> dict[str, Any]:
+    return chat_body(model, *images, **extra)
 
 
-def _post(server: ServerProcess, path: str, **kwargs: Any) -> httpx.Response:
-    return httpx.post(f"{server.base_url}{path}", timeout=120, **kwargs)
-
-
-def _answer(response: httpx.Response) -> tuple[str, int]:
-    assert response.status_code == 200, response.text
-    body = response.json()
-    return body["choices"][0]["message"]["content"], body["usage"]["prompt_tokens"]
+def _multipart(server: ServerProcess, files: list[bytes], placeholders: int, **fields: Any) -> httpx.Response:
+    return multipart(server, MODEL, files, placeholders, **fields)
 
 
 def test_image_reaches_the_model(server: ServerProcess, client: OpenAI) -> None:
-    red, red_prompt = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
-    blue, blue_prompt = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(BLUE))))
+    red, red_prompt = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    blue, blue_prompt = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(BLUE))))
     # The same text without an image: the vision model still answers text-only requests.
     text_only = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "describe"}], temperature=0, max_tokens=12, seed=1
@@ -48,13 +38,13 @@ def test_image_reaches_the_model(server: ServerProcess, client: OpenAI) -> None:
     assert red_prompt == blue_prompt
     assert text_only.usage is not None and red_prompt > text_only.usage.prompt_tokens
     assert text_only.choices[0].message.content not in (red, blue)
-    again, _ = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    again, _ = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
     assert again == red
 
 
 def test_two_images_in_one_message(server: ServerProcess) -> None:
-    _, one = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
-    _, two = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED), data_url(BLUE))))
+    _, one = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    _, two = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED), data_url(BLUE))))
     assert two > one
 
 
@@ -74,20 +64,13 @@ def test_openai_client_sends_images(server: ServerProcess, client: OpenAI) -> No
         max_tokens=12,
         seed=1,
     )
-    expected, _ = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    expected, _ = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
     assert reply.choices[0].message.content == expected
 
 
-def _multipart(server: ServerProcess, files: list[bytes], placeholders: int, **fields: Any) -> httpx.Response:
-    body = _chat_body(*["__RAW_IMAGE__"] * placeholders, **fields)
-    form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in body.items()}
-    uploads = [("images", (f"img{i}.png", data, "image/png")) for i, data in enumerate(files)]
-    return _post(server, "/v1/chat/completions/multipart", data=form, files=uploads)
-
-
 def test_same_image_same_answer_through_every_door(server: ServerProcess) -> None:
-    expected, prompt_tokens = _answer(_post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
-    assert _answer(_multipart(server, [RED], 1)) == (expected, prompt_tokens)
+    expected, prompt_tokens = reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    assert reply_of(_multipart(server, [RED], 1)) == (expected, prompt_tokens)
     client = ollama.Client(host=server.base_url)
     options = {"temperature": 0, "num_predict": 12, "seed": 1}
     encoded_red = base64.b64encode(RED).decode()
@@ -100,7 +83,7 @@ def test_same_image_same_answer_through_every_door(server: ServerProcess) -> Non
 
 
 def test_multipart_streams_and_resizes(server: ServerProcess) -> None:
-    plain, _ = _answer(_multipart(server, [RED], 1))
+    plain, _ = reply_of(_multipart(server, [RED], 1))
     with httpx.stream(
         "POST",
         f"{server.base_url}/v1/chat/completions/multipart",
@@ -115,7 +98,7 @@ def test_multipart_streams_and_resizes(server: ServerProcess) -> None:
     streamed = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
     assert streamed == plain
     # Resizing happens before the model sees the image: a 1-pixel-wide version gives another answer.
-    tiny, _ = _answer(_multipart(server, [RED], 1, resize_width=2, resize_height=2))
+    tiny, _ = reply_of(_multipart(server, [RED], 1, resize_width=2, resize_height=2))
     assert tiny != plain
 
 
@@ -129,30 +112,30 @@ def _error(response: httpx.Response, status: int, *needles: str) -> None:
 def test_bad_image_inputs_are_clear_client_errors(server: ServerProcess) -> None:
     v1 = "/v1/chat/completions"
     _error(
-        _post(server, v1, json={**_chat_body(data_url(RED)), "model": "demo-gguf"}),
+        post(server, v1, json={**_chat_body(data_url(RED)), "model": "demo-gguf"}),
         400,
         "model 'demo-gguf' does not accept images",
     )
-    _error(_post(server, v1, json=_chat_body("data:image/png;base64,!!!notbase64!!!")), 400, "not valid base64")
-    _error(_post(server, v1, json=_chat_body("file:///etc/passwd")), 400, "file paths are refused")
-    _error(_post(server, v1, json=_chat_body("http://127.0.0.1:1/cat.png")), 400, "allow_private_urls is off")
-    _error(_post(server, v1, json=_chat_body(*[data_url(RED)] * 17)), 413, "max_images_per_request=16")
-    _error(_post(server, v1, json=_chat_body(data_url(png_bomb()))), 413, "max_image_pixels", "400000000 pixels")
+    _error(post(server, v1, json=_chat_body("data:image/png;base64,!!!notbase64!!!")), 400, "not valid base64")
+    _error(post(server, v1, json=_chat_body("file:///etc/passwd")), 400, "file paths are refused")
+    _error(post(server, v1, json=_chat_body("http://127.0.0.1:1/cat.png")), 400, "allow_private_urls is off")
+    _error(post(server, v1, json=_chat_body(*[data_url(RED)] * 17)), 413, "max_images_per_request=16")
+    _error(post(server, v1, json=_chat_body(data_url(png_bomb()))), 413, "max_image_pixels", "400000000 pixels")
     _error(
-        _post(server, v1, json=_chat_body(data_url(RED), data_url(b"GIF89a-broken"))),
+        post(server, v1, json=_chat_body(data_url(RED), data_url(b"GIF89a-broken"))),
         400,
         "messages[0].content[1] is not a readable image",
     )
     _error(_multipart(server, [RED, BLUE], 1), 400, "1 __RAW_IMAGE__ placeholders but 2 image files")
     _error(
-        _post(
+        post(
             server, "/api/chat", json={"model": MODEL, "messages": [{"role": "user", "content": "x", "images": ["%%"]}]}
         ),
         400,
         "messages[0].images[0] is not valid base64",
     )
     _error(
-        _post(
+        post(
             server,
             "/api/generate",
             json={"model": "demo-mlx", "prompt": "x", "images": [base64.b64encode(RED).decode()]},
@@ -161,5 +144,5 @@ def test_bad_image_inputs_are_clear_client_errors(server: ServerProcess) -> None
         "model 'demo-mlx' does not accept images",
     )
     # The server keeps serving after all of that.
-    answer, _ = _answer(_post(server, v1, json=_chat_body(data_url(RED))))
+    answer, _ = reply_of(post(server, v1, json=_chat_body(data_url(RED))))
     assert answer
