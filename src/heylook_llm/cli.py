@@ -31,6 +31,16 @@ def _keep_alive_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _stream_interval_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of milliseconds") from None
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text} ms is outside 0 to 1000")
+    return value
+
+
 def _serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api",
@@ -59,6 +69,14 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         metavar="DURATION",
         help="how long an idle model stays loaded when a request does not say (Ollama's keep_alive): "
         "'10m', '1h30m', seconds; negative keeps models until evicted (default: 5m)",
+    )
+    parser.add_argument(
+        "--stream-interval-ms",
+        type=_stream_interval_arg,
+        default=5.0,
+        metavar="MS",
+        help="while one stream's tokens come faster than this, send them together at most this often; "
+        "0 sends every token as its own chunk (default: 5)",
     )
     parser.add_argument(
         "--log-level",
@@ -154,6 +172,7 @@ def _serve(args: argparse.Namespace) -> int:
         startup_model_id=args.model_id,
         log_level=args.log_level,
         keep_alive_seconds=args.keep_alive,
+        stream_interval_seconds=args.stream_interval_ms / 1000,
     )
     import uvicorn
 

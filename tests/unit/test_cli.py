@@ -29,6 +29,16 @@ def test_serve_defaults() -> None:
     )
 
 
+def test_stream_interval_is_milliseconds_within_bounds(capsys: pytest.CaptureFixture[str]) -> None:
+    assert build_parser().parse_args(["serve"]).stream_interval_ms == 5.0
+    assert build_parser().parse_args(["serve", "--stream-interval-ms", "0"]).stream_interval_ms == 0.0
+    for bad in ("-1", "fast", "5000"):
+        with pytest.raises(SystemExit) as exit_info:
+            build_parser().parse_args(["serve", "--stream-interval-ms", bad])
+        assert exit_info.value.code == 2
+        assert "--stream-interval-ms" in capsys.readouterr().err
+
+
 def test_config_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))

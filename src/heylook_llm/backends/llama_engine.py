@@ -160,9 +160,10 @@ class LlamaEngine:
         ctx_params.n_ubatch = ctx_params.n_batch
         ctx_params.n_threads = opts.n_threads
         ctx_params.n_threads_batch = opts.n_threads_batch or opts.n_threads
-        if opts.flash_attn is not None:
+        flash_attn = opts.flash_attn if opts.flash_attn is not None else self._flash_attn_default(opts)
+        if flash_attn is not None:
             ctx_params.flash_attn_type = (
-                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if opts.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+                llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
         ctx_params.kv_unified = False
         ctx_params.no_perf = True
@@ -262,6 +263,20 @@ class LlamaEngine:
             cached = buf.raw[:n]
             self._pieces[token] = cached
         return cached
+
+    def _flash_attn_default(self, opts: EngineOptions) -> bool | None:
+        """Off for CPU-only models whose attention heads are narrower than 64; otherwise llama.cpp decides.
+
+        llama.cpp's CPU flash-attention kernel pays a fixed cost per key row that narrow heads do not repay:
+        on a model with 16-wide heads it cut single-sequence decoding from 14,000 to 8,500 tok/s, and 60 new
+        tokens after 1,270 cached ones took 16 ms instead of 2.3 ms. With 64-wide heads it is a little faster.
+        """
+        offloaded = opts.n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
+        heads = int(llama_cpp.llama_model_n_head(self._model))
+        if offloaded or heads <= 0:
+            return None
+        head_width = int(llama_cpp.llama_model_n_embd(self._model)) // heads
+        return False if head_width < 64 else None
 
     # --- sequences ----------------------------------------------------------------------------
     @property

@@ -68,6 +68,9 @@ class ServerSettings:
     max_queued_requests_per_model: int = 64
     """Requests waiting for one model beyond this get 503 with Retry-After."""
     images: ImageSettings = field(default_factory=ImageSettings)
+    stream_interval_seconds: float = 0.005
+    """While one stream's tokens come faster than this, they are sent together at most this often (the first
+    and the last token at once); 0 sends every token as its own chunk."""
     keep_alive_seconds: float = 300.0
     """How long a model stays loaded after its last request when the request does not say (Ollama's keep_alive);
     `math.inf` keeps models loaded until evicted, 0 unloads them as soon as they are idle."""

@@ -242,7 +242,7 @@ class ModelRouter:
             try:
                 # Importing a backend (mlx-lm pulls in transformers) takes a second: keep it off the event loop.
                 backend = await asyncio.to_thread(self._backend_factory, entry, self.settings)
-                worker = ModelWorker(backend)
+                worker = ModelWorker(backend, stream_interval=self.settings.stream_interval_seconds)
                 log.info("loading model '%s' (%s)", entry.id, entry.provider)
                 await worker.start()
             except Exception:

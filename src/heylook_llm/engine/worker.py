@@ -33,13 +33,21 @@ class GenerationStream:
     The worker appends to a deque and wakes the loop only when no wake-up is already pending, so a fast model
     costs one loop wake-up per batch of tokens rather than per token. Each `__anext__` returns everything that
     arrived since the last one as a single chunk: one token while the client keeps up, several when it lags.
+
+    `interval` (seconds) is the least time between two wake-ups while tokens come faster than that: the first
+    token, the last one and errors go at once, the others wait at most `interval` (the worker calls
+    `flush_if_due` between steps). Past a few hundred tokens a second per stream, every per-chunk cost (a loop
+    wake-up, an SSE event, the client's parsing) would otherwise be paid per token and slow the model itself.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = 0.0) -> None:
         self._loop = loop
+        self._interval = interval
         self._items: deque[GenerationChunk | BaseException] = deque()
         self._lock = threading.Lock()
         self._wake_pending = False
+        self._last_wake = 0.0
+        self._held = False
         self._ready = asyncio.Event()
         self._cancel = threading.Event()
         self._done = False
@@ -47,11 +55,31 @@ class GenerationStream:
 
     # --- worker-thread side -------------------------------------------------------------------
     def push(self, item: GenerationChunk | BaseException) -> None:
+        urgent = isinstance(item, BaseException) or item.finish_reason is not None
         with self._lock:
             self._items.append(item)
             if self._wake_pending:
                 return
+            now = time.perf_counter()
+            if not urgent and now - self._last_wake < self._interval:
+                self._held = True
+                return
             self._wake_pending = True
+            self._held = False
+            self._last_wake = now
+        self._call_wake()
+
+    def flush_if_due(self, now: float, horizon: float) -> None:
+        """Wake the loop for held tokens if they would otherwise wait past the interval (`horizon` seconds on)."""
+        with self._lock:
+            if not self._held or self._wake_pending or now + horizon - self._last_wake < self._interval:
+                return
+            self._wake_pending = True
+            self._held = False
+            self._last_wake = now
+        self._call_wake()
+
+    def _call_wake(self) -> None:
         try:
             self._loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is closed: nobody is listening any more
@@ -140,10 +168,13 @@ class _Stop:
 class ModelWorker:
     """Owns a backend on its own thread: loading, generation, embeddings and unloading all run there."""
 
-    def __init__(self, backend: Backend, max_parallel: int = 1) -> None:
+    def __init__(self, backend: Backend, max_parallel: int = 1, stream_interval: float = 0.0) -> None:
         self.backend = backend
         self.model_id = backend.entry.id
         self.max_parallel = max_parallel
+        self.stream_interval = stream_interval
+        """Least seconds between two chunks of one stream while tokens come faster (see GenerationStream)."""
+        self._last_step_seconds = 0.0
         self._jobs: queue.SimpleQueue[_GenerateJob | _CallJob | _Stop] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"model-{self.model_id}", daemon=True)
         self._pending = 0
@@ -186,7 +217,7 @@ class ModelWorker:
         return await self.call(lambda backend: backend.embed(inputs))
 
     def submit(self, request: GenerationRequest) -> GenerationStream:
-        stream = GenerationStream(asyncio.get_running_loop())
+        stream = GenerationStream(asyncio.get_running_loop(), self.stream_interval)
         with self._pending_lock:
             self._pending += 1
         self._jobs.put(_GenerateJob(request, stream))
@@ -233,6 +264,8 @@ class ModelWorker:
                 self._retire()
                 continue
             started = time.perf_counter()
+            # The next steps evaluate this prompt and may take long: send what the others have held back.
+            self._flush_held(active, horizon=float("inf"))
             try:
                 handle = self.backend.open_sequence(job.request)
             except Exception as exc:
@@ -254,6 +287,8 @@ class ModelWorker:
             self._end(active, item)
         if not active:
             return
+        started = time.perf_counter()
+        self._flush_held(active, horizon=self._last_step_seconds)
         try:
             results = self.backend.step([a.handle for a in active])
         except Exception as exc:
@@ -280,6 +315,14 @@ class ModelWorker:
             elif result.text or not item.first_sent:
                 item.first_sent = True
                 stream.push(result)
+        self._last_step_seconds = time.perf_counter() - started
+
+    def _flush_held(self, active: list[_Active], horizon: float) -> None:
+        if self.stream_interval <= 0:
+            return
+        now = time.perf_counter()
+        for item in active:
+            item.job.stream.flush_if_due(now, horizon)
 
     def _end(self, active: list[_Active], item: _Active) -> None:
         active.remove(item)
