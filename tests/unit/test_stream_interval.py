@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from heylook_llm.engine.worker import GenerationStream
+from heylook_llm.engine.worker import GenerationStream, wake_streams
 from heylook_llm.errors import GenerationFailed
 from heylook_llm.types import FinishReason, GenerationChunk
 
@@ -36,7 +36,8 @@ async def test_tokens_within_the_interval_arrive_as_one_chunk_after_the_first() 
     # Held: no wake-up is scheduled within the interval, so the waiting reader is not woken.
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    stream.flush_if_due(time.perf_counter(), horizon=float("inf"))
+    assert stream.due(time.perf_counter(), horizon=float("inf"))
+    wake_streams([stream])
     merged = await waiting
     assert (merged.text, merged.token_count) == ("bcd", 3)
 
@@ -72,10 +73,11 @@ async def test_flush_waits_until_the_interval_would_pass() -> None:
     waiting = asyncio.ensure_future(_next(stream))
     await asyncio.sleep(0.01)
     stream.push(_token("b"))
-    stream.flush_if_due(time.perf_counter(), horizon=0.0)  # the next step is quick: keep holding
+    assert not stream.due(time.perf_counter(), horizon=0.0)  # the next step is quick: keep holding
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    stream.flush_if_due(time.perf_counter(), horizon=1.0)  # the next step would pass the interval: send now
+    assert stream.due(time.perf_counter(), horizon=1.0)  # the next step would pass the interval: send now
+    wake_streams([stream])
     assert (await waiting).text == "b"
 
 
@@ -86,8 +88,8 @@ async def test_a_worker_thread_pushing_fast_sends_fewer_chunks_than_tokens() -> 
     def produce() -> None:
         for i in range(count - 1):
             stream.push(_token("x"))
-            if i % 50 == 0:
-                stream.flush_if_due(time.perf_counter(), horizon=0.0)
+            if i % 50 == 0 and stream.due(time.perf_counter(), horizon=0.0):
+                wake_streams([stream])
         stream.push(GenerationChunk("x", token_count=1, finish_reason=FinishReason.LENGTH))
 
     thread = threading.Thread(target=produce)

@@ -1,8 +1,9 @@
 """One worker thread owns each loaded model; requests reach it through a queue.
 
-Tokens travel back to the event loop with `loop.call_soon_threadsafe` into an `asyncio.Queue`, with no
-thread-pool hop per token. The loop is shaped for several active sequences at once: admit new requests
-between steps, step each active sequence, retire finished or cancelled ones.
+Tokens travel back to the event loop through each request's deque, with one `loop.call_soon_threadsafe` per
+step for all streams that need a wake-up and no thread-pool hop per token. The loop is shaped for several
+active sequences at once: admit new requests between steps, step them all together, retire finished or
+cancelled ones.
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ class GenerationStream:
 
     `interval` (seconds) is the least time between two wake-ups while tokens come faster than that: the first
     token, the last one and errors go at once, the others wait at most `interval` (the worker calls
-    `flush_if_due` between steps). Past a few hundred tokens a second per stream, every per-chunk cost (a loop
+    `due` after each step). Past a few hundred tokens a second per stream, every per-chunk cost (a loop
     wake-up, an SSE event, the client's parsing) would otherwise be paid per token and slow the model itself.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = 0.0) -> None:
-        self._loop = loop
+        self.loop = loop
         self._interval = interval
         self._items: deque[GenerationChunk | BaseException] = deque()
         self._lock = threading.Lock()
@@ -55,42 +56,42 @@ class GenerationStream:
 
     # --- worker-thread side -------------------------------------------------------------------
     def push(self, item: GenerationChunk | BaseException) -> None:
+        if self.offer(item):
+            wake_streams([self])
+
+    def offer(self, item: GenerationChunk | BaseException) -> bool:
+        """Queue `item`; True when the loop must be woken for it (the caller then calls `wake_streams`)."""
         urgent = isinstance(item, BaseException) or item.finish_reason is not None
         with self._lock:
             self._items.append(item)
             if self._wake_pending:
-                return
+                return False
             now = time.perf_counter()
             if not urgent and now - self._last_wake < self._interval:
                 self._held = True
-                return
+                return False
             self._wake_pending = True
             self._held = False
             self._last_wake = now
-        self._call_wake()
+        return True
 
-    def flush_if_due(self, now: float, horizon: float) -> None:
-        """Wake the loop for held tokens if they would otherwise wait past the interval (`horizon` seconds on)."""
+    def due(self, now: float, horizon: float) -> bool:
+        """True (and the wake-up counted as sent) when held tokens would otherwise wait past the interval
+        `horizon` seconds from now; the caller then calls `wake_streams`."""
         with self._lock:
             if not self._held or self._wake_pending or now + horizon - self._last_wake < self._interval:
-                return
+                return False
             self._wake_pending = True
             self._held = False
             self._last_wake = now
-        self._call_wake()
-
-    def _call_wake(self) -> None:
-        try:
-            self._loop.call_soon_threadsafe(self._wake)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            self._cancel.set()
+        return True
 
     @property
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
     # --- event-loop side ----------------------------------------------------------------------
-    def _wake(self) -> None:
+    def wake(self) -> None:
         with self._lock:
             self._wake_pending = False
         self._ready.set()
@@ -136,6 +137,24 @@ class GenerationStream:
                 chunk.token_count = tokens
                 return chunk
         return GenerationChunk("".join(parts), token_count=tokens)
+
+
+def wake_streams(streams: list[GenerationStream]) -> None:
+    """Wake the event loop once for all `streams` (one loop callback per step rather than one per token)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[GenerationStream]] = {}
+    for stream in streams:
+        by_loop.setdefault(stream.loop, []).append(stream)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_wake_each, group)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            for stream in group:
+                stream.cancel()
+
+
+def _wake_each(streams: list[GenerationStream]) -> None:
+    for stream in streams:
+        stream.wake()
 
 
 @dataclass(slots=True)
@@ -288,7 +307,6 @@ class ModelWorker:
         if not active:
             return
         started = time.perf_counter()
-        self._flush_held(active, horizon=self._last_step_seconds)
         try:
             results = self.backend.step([a.handle for a in active])
         except Exception as exc:
@@ -296,6 +314,7 @@ class ModelWorker:
                 self._fail(item.job.stream, exc)
                 self._end(active, item)
             return
+        wake: list[GenerationStream] = []
         for item, result in zip(list(active), results, strict=True):
             if result is None:
                 continue
@@ -308,21 +327,31 @@ class ModelWorker:
             if result.finish_reason is not None:
                 if result.stats is not None:
                     result.stats.queue_seconds = item.queue_seconds
-                stream.push(result)
+                if stream.offer(result):
+                    wake.append(stream)
                 self._end(active, item)
             # Empty pieces (a held-back stop prefix, half a UTF-8 character) are dropped, except the first,
             # which tells the API that the prompt was accepted so that it may start the response.
             elif result.text or not item.first_sent:
                 item.first_sent = True
-                stream.push(result)
-        self._last_step_seconds = time.perf_counter() - started
+                if stream.offer(result):
+                    wake.append(stream)
+        now = time.perf_counter()
+        self._last_step_seconds = now - started
+        # Held tokens that would wait past the interval if the next step is as long as this one go now.
+        wake.extend(self._due_streams(active, now, self._last_step_seconds))
+        if wake:
+            wake_streams(wake)
+
+    def _due_streams(self, active: list[_Active], now: float, horizon: float) -> list[GenerationStream]:
+        if self.stream_interval <= 0:
+            return []
+        return [item.job.stream for item in active if item.job.stream.due(now, horizon)]
 
     def _flush_held(self, active: list[_Active], horizon: float) -> None:
-        if self.stream_interval <= 0:
-            return
-        now = time.perf_counter()
-        for item in active:
-            item.job.stream.flush_if_due(now, horizon)
+        due = self._due_streams(active, time.perf_counter(), horizon)
+        if due:
+            wake_streams(due)
 
     def _end(self, active: list[_Active], item: _Active) -> None:
         active.remove(item)
