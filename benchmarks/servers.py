@@ -149,6 +149,7 @@ models:
     provider: mlx
     config:
       model_path: {model.mlx_dir.resolve()}
+      parallel: {parallel}
 """
     suffix = "cache-on" if prefix_cache else "cache-off"
     path = folder / f"models-{model.name}-{suffix}.yaml"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence
+from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence, default_flash_attn
 from heylook_llm.types import GenerationChunk, SamplingParams
 from tests.conftest import start_server
 
@@ -40,6 +40,23 @@ def _run(engine: LlamaEngine, seqs: list[Sequence]) -> list[tuple[str, Generatio
                 live.remove(seq)
                 engine.close(seq)
     return [(texts[id(s)], finals[id(s)]) for s in seqs]
+
+
+def test_flash_attention_is_off_on_cpu_for_narrow_heads_unless_forced(demo_dir: Path, engine: LlamaEngine) -> None:
+    assert engine.flash_attn is False, "the demo model's 16-wide heads run faster without flash attention on CPU"
+    assert default_flash_attn(128, offloaded=False) is None
+    assert default_flash_attn(16, offloaded=True) is None
+    forced = LlamaEngine(
+        EngineOptions(demo_dir / "demo-gguf.gguf", 256, 1, 64, 1, 0, use_mmap=True, prefix_cache=True, flash_attn=True)
+    )
+    forced.load()
+    try:
+        assert forced.flash_attn is True
+        prompt = forced.tokenize(PROMPT, add_bos=False, special=True)
+        text, final = _run(forced, [forced.open(prompt, SamplingParams(temperature=0, max_tokens=8), None, False)])[0]
+        assert final.stats is not None and final.stats.completion_tokens == 8 and text
+    finally:
+        forced.unload()
 
 
 def test_one_step_advances_every_sequence(engine: LlamaEngine) -> None:

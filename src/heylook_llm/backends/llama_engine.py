@@ -68,6 +68,18 @@ def _init_backend() -> None:
             _native_log.setLevel(logging.WARNING)
 
 
+def default_flash_attn(head_width: int, offloaded: bool) -> bool | None:
+    """Off for CPU-only models whose attention heads are narrower than 64; otherwise None (llama.cpp decides).
+
+    llama.cpp's CPU flash-attention kernel pays a fixed cost per key row that narrow heads do not repay:
+    on a model with 16-wide heads it cut single-sequence decoding from 14,000 to 8,500 tok/s, and 60 new
+    tokens after 1,270 cached ones took 16 ms instead of 2.3 ms. With 64-wide heads it decodes a little faster.
+    """
+    if offloaded or head_width <= 0:
+        return None
+    return False if head_width < 64 else None
+
+
 @dataclass(slots=True)
 class EngineOptions:
     model_path: Path
@@ -140,6 +152,8 @@ class LlamaEngine:
         self.eog_ids: frozenset[int] = frozenset()
         self.n_vocab = 0
         self.add_bos = False
+        self.flash_attn: bool | None = None
+        """Flash attention as set on the context at load: forced on or off, or None where llama.cpp decides."""
         self.vision: VisionProjector | None = None
         """The loaded projector (`mmproj_path`): tokenizes prompts with images into a `MediaPrompt` for `open`."""
 
@@ -161,6 +175,7 @@ class LlamaEngine:
         ctx_params.n_threads = opts.n_threads
         ctx_params.n_threads_batch = opts.n_threads_batch or opts.n_threads
         flash_attn = opts.flash_attn if opts.flash_attn is not None else self._flash_attn_default(opts)
+        self.flash_attn = flash_attn
         if flash_attn is not None:
             ctx_params.flash_attn_type = (
                 llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
@@ -265,18 +280,10 @@ class LlamaEngine:
         return cached
 
     def _flash_attn_default(self, opts: EngineOptions) -> bool | None:
-        """Off for CPU-only models whose attention heads are narrower than 64; otherwise llama.cpp decides.
-
-        llama.cpp's CPU flash-attention kernel pays a fixed cost per key row that narrow heads do not repay:
-        on a model with 16-wide heads it cut single-sequence decoding from 14,000 to 8,500 tok/s, and 60 new
-        tokens after 1,270 cached ones took 16 ms instead of 2.3 ms. With 64-wide heads it is a little faster.
-        """
         offloaded = opts.n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
         heads = int(llama_cpp.llama_model_n_head(self._model))
-        if offloaded or heads <= 0:
-            return None
-        head_width = int(llama_cpp.llama_model_n_embd(self._model)) // heads
-        return False if head_width < 64 else None
+        head_width = int(llama_cpp.llama_model_n_embd(self._model)) // heads if heads > 0 else 0
+        return default_flash_attn(head_width, offloaded)
 
     # --- sequences ----------------------------------------------------------------------------
     @property
