@@ -69,9 +69,10 @@ CHAT_ONLY_RUNNERS = ("heylookllm-nocache",)
 class Plan:
     max_tokens: int = 128
     levels: tuple[int, ...] = (1, 2, 4, 8)
-    waves: tuple[int, ...] = (6, 4, 3, 3)
-    """Waves per level (same order as `levels`): each wave is `clients` requests sent at once."""
-    conversations: int = 3
+    waves: tuple[int, ...] = (10, 4, 3, 5)
+    """Waves per level (same order as `levels`): each wave is `clients` requests sent at once. The 1- and
+    8-client levels carry the targets: more waves there keep one slow spell of the machine from deciding them."""
+    conversations: int = 5
     turns: int = len(USER_TURNS)
     turn_max_tokens: int = 32
     system_tokens: int = 1000
