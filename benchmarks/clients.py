@@ -10,6 +10,7 @@ counted by its content chunks (about one token each; a few tokens come merged or
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -172,14 +173,29 @@ class LevelResult:
         }
 
 
+async def open_connections(client: httpx.AsyncClient, connections: int) -> None:
+    """Open `connections` keep-alive connections in `client`'s pool (concurrent GET /v1/models, which every server
+    here answers), so that a measurement's requests find them open, as an SDK client's later requests do."""
+    responses = await asyncio.gather(*(client.get("/v1/models") for _ in range(connections)))
+    for response in responses:
+        response.raise_for_status()
+
+
 async def run_level(
-    base_url: str, options: RequestOptions, clients: int, rounds: int, first_prompt: int = 0
+    base_url: str,
+    options: RequestOptions,
+    clients: int,
+    rounds: int,
+    first_prompt: int = 0,
+    pool: httpx.AsyncClient | None = None,
 ) -> LevelResult:
     """Total throughput with `clients` concurrent clients: all tokens over the wall time of the whole level.
 
-    Requests use prompts `first_prompt`, `first_prompt + 1`, ... (see `user_prompt`).
+    Requests use prompts `first_prompt`, `first_prompt + 1`, ... (see `user_prompt`). `pool` is a client whose
+    connections are already open (see `open_connections`); without it the level opens its own.
     """
-    async with new_client(base_url, options, clients) as client:
+    async with contextlib.AsyncExitStack() as stack:
+        client = pool if pool is not None else await stack.enter_async_context(new_client(base_url, options, clients))
 
         async def one_client(number: int) -> list[RequestResult]:
             results = []

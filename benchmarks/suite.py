@@ -29,7 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.clients import RequestOptions, run_conversation, run_level, warm_up
+import httpx
+
+from benchmarks.clients import RequestOptions, new_client, open_connections, run_conversation, run_level, warm_up
 from benchmarks.cpu import NOISY_OTHER_CORES, CpuMeter, wait_for_quiet
 from benchmarks.models import BenchModel
 from benchmarks.prompts import USER_TURNS, system_prompt
@@ -95,7 +97,7 @@ class Plan:
         return Plan(
             max_tokens=max(self.max_tokens // 2, 1),
             levels=self.levels,
-            waves=tuple(2 if n == 1 else 1 for n in self.levels),
+            waves=tuple(3 if n == 1 else 1 for n in self.levels),
             conversations=0,
             turns=self.turns,
             turn_max_tokens=self.turn_max_tokens,
@@ -291,18 +293,16 @@ async def _measure_servers(
     throughput = [r for r in ready if r not in CHAT_ONLY_RUNNERS]
     next_prompt = 0
     for clients in plan.levels:
-        for wave in range(plan.waves_at(clients)):
-            for runner in _rotated(throughput, wave):
-                meter.watched = [live[runner].process.pid]
-                meter.start()
-                level = await run_level(live[runner].base_url, options[runner], clients, 1, next_prompt)
-                other = meter.stop()
-                data = level.to_json()
-                data["other_cores"] = other
-                data["server_cpu_s"] = meter.watched_s
-                data["client_cpu_s"] = meter.own_s
-                entries[runner].setdefault("waves", {}).setdefault(str(clients), []).append(data)
-            next_prompt += clients
+        async with contextlib.AsyncExitStack() as stack:
+            # Each runner's clients keep their connections across the level's waves, as SDK clients do: no
+            # measured request pays for opening one.
+            pools: dict[str, httpx.AsyncClient] = {}
+            for runner in throughput:
+                pool = await stack.enter_async_context(new_client(live[runner].base_url, options[runner], clients))
+                await open_connections(pool, clients)
+                pools[runner] = pool
+            await _run_waves(group, live, entries, meter, throughput, options, pools, clients, next_prompt)
+        next_prompt += clients * plan.waves_at(clients)
         rates = ", ".join(
             f"{r} {statistics.median(w['total_tokens_per_second'] for w in entries[r]['waves'][str(clients)]):.0f}"
             for r in throughput
@@ -321,6 +321,32 @@ async def _measure_servers(
             conversation["other_cores"] = meter.stop()
             entries[runner].setdefault("conversations", []).append(conversation)
         ctx.progress(f"  5-turn chat {index + 1}/{plan.conversations} done")
+
+
+async def _run_waves(
+    group: Group,
+    live: dict[str, RunningServer],
+    entries: dict[str, dict[str, Any]],
+    meter: CpuMeter,
+    throughput: list[str],
+    options: dict[str, RequestOptions],
+    pools: dict[str, httpx.AsyncClient],
+    clients: int,
+    first_prompt: int,
+) -> None:
+    """The waves of one concurrency level, the servers taking turns within each wave."""
+    for wave in range(group.plan.waves_at(clients)):
+        prompt = first_prompt + wave * clients
+        for runner in _rotated(throughput, wave):
+            meter.watched = [live[runner].process.pid]
+            meter.start()
+            level = await run_level(live[runner].base_url, options[runner], clients, 1, prompt, pools[runner])
+            other = meter.stop()
+            data = level.to_json()
+            data["other_cores"] = other
+            data["server_cpu_s"] = meter.watched_s
+            data["client_cpu_s"] = meter.own_s
+            entries[runner].setdefault("waves", {}).setdefault(str(clients), []).append(data)
 
 
 # --- in-process baselines ----------------------------------------------------------------------------------
