@@ -6,13 +6,22 @@ from heylook_llm.errors import InvalidRequest
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading tokens `a` and `b` share."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+    """How many leading tokens `a` and `b` share.
+
+    Slice comparisons run in C: a whole match is one comparison, and a mismatch is found by halving, so a
+    request checking a few thousand cached tokens in every slot costs microseconds rather than a millisecond.
+    """
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low]; the first difference lies before `high`
+    while high - low > 1:
+        middle = (low + high) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def checked_context(context: list[int] | None, vocab_size: int) -> list[int]:
