@@ -4,7 +4,7 @@ Every step builds one `llama_batch` holding the next token of every decoding seq
 tokens of prefilling sequences as `n_batch` allows, runs one `llama_decode`, then samples each sequence that
 has logits with its own `llama_sampler` chain (all in C). A finished sequence leaves its tokens in its slot's
 KV cache; the next request picks the free slot whose cached tokens share the longest prefix with its prompt
-and evaluates only the rest.
+(llama_slots.py) and evaluates only the rest.
 
 With a vision projector (`mmproj_path`, see llama_vision.py) a prompt may hold images: their positions are
 negative ids in the token lists (derived from the image's content, so only the same image matches in the prefix
@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 
 from heylook_llm.backends.llama_sampling import build_sampler_chain
+from heylook_llm.backends.llama_slots import Slot, SlotTable
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
-from heylook_llm.backends.tokens import common_prefix
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats, SamplingParams
 
@@ -35,9 +35,6 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
-
-MIN_BORROWED_TOKENS = 32
-"""Copying another slot's cache moves its whole KV stream: worth it only for a prefix at least this long."""
 
 _native_log = logging.getLogger("heylook_llm.llama_cpp.native")
 # ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continuation lines, such as progress dots).
@@ -93,28 +90,18 @@ class EngineOptions:
     use_mmap: bool
     prefix_cache: bool
     mmproj_path: Path | None = None
+    """A vision projector GGUF loaded with libmtmd against the model: prompts may then hold images."""
     n_threads_batch: int | None = None
     """Threads for prompts and multi-token batches (default: n_threads)."""
     flash_attn: bool | None = None
-    """None lets llama.cpp decide."""
-    """A vision projector GGUF loaded with libmtmd against the model: prompts may then hold images."""
-
-
-@dataclass(slots=True)
-class _Slot:
-    seq_id: int
-    cached: list[int] = field(default_factory=list)
-    """Tokens whose keys and values are in this slot's part of the KV cache, in order; one entry per position
-    (a negative id where an image is)."""
-    busy: bool = False
-    last_used: float = 0.0
+    """None applies `default_flash_attn`."""
 
 
 @dataclass(eq=False, slots=True)
 class Sequence:
     """One request being generated in a slot."""
 
-    slot: _Slot
+    slot: Slot
     prompt: list[int]
     pending: list[int]
     """Prompt tokens not yet evaluated."""
@@ -144,10 +131,9 @@ class LlamaEngine:
         self._model: Any = None
         self._ctx: Any = None
         self._vocab: Any = None
-        self._mem: Any = None
         self._batch: Any = None
         self._batch_capacity = 0
-        self._slots: list[_Slot] = []
+        self._slots: SlotTable | None = None
         self._pieces: dict[int, bytes] = {}
         self.eog_ids: frozenset[int] = frozenset()
         self.n_vocab = 0
@@ -187,13 +173,12 @@ class LlamaEngine:
             self.unload()
             raise RuntimeError(f"llama.cpp could not create a context of {ctx_params.n_ctx} tokens")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
-        self._mem = llama_cpp.llama_get_memory(self._ctx)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
         self.eog_ids = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         self._batch_capacity = int(ctx_params.n_batch)
         self._batch = llama_cpp.llama_batch_init(self._batch_capacity, 0, 1)
-        self._slots = [_Slot(seq_id=i) for i in range(opts.parallel)]
+        self._slots = SlotTable(llama_cpp.llama_get_memory(self._ctx), opts.parallel, opts.prefix_cache)
         if opts.mmproj_path is not None:
             from heylook_llm.backends.llama_vision import VisionProjector
 
@@ -218,7 +203,7 @@ class LlamaEngine:
         if self._model:
             llama_cpp.llama_model_free(self._model)
             self._model = None
-        self._slots = []
+        self._slots = None
         self._pieces.clear()
 
     # --- model facts --------------------------------------------------------------------------
@@ -288,7 +273,13 @@ class LlamaEngine:
     # --- sequences ----------------------------------------------------------------------------
     @property
     def free_slots(self) -> int:
-        return sum(1 for s in self._slots if not s.busy)
+        return self._slot_table.free
+
+    @property
+    def _slot_table(self) -> SlotTable:
+        if self._slots is None:
+            raise GenerationFailed("the model is not loaded")
+        return self._slots
 
     def open(
         self,
@@ -305,22 +296,16 @@ class LlamaEngine:
         if media is not None and prompt and prompt[-1] < 0:
             # The first sample needs logits of a text token; chat templates always end with text.
             raise InvalidRequest("the prompt must end with text after its last image")
-        slot, reuse = self._pick_slot(prompt)
-        if self.options.prefix_cache:
-            reuse = self._borrow_prefix(slot, prompt, reuse)
+        slots = self._slot_table
+        slot, reuse = slots.claim(prompt)
         sampler = build_sampler_chain(self._vocab, self.n_vocab, params, grammar, prompt)
         # At least the last prompt token is evaluated again, to get logits for the first sample.
         reuse = min(reuse, len(prompt) - 1)
         if media is not None:
             reuse = media.whole_images_before(reuse)
-        if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, reuse, -1):
-            reuse = 0
-            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
+        reuse = slots.keep(slot, reuse)
         if media is not None:
             media.drop_reused(reuse)
-        slot.cached = slot.cached[:reuse]
-        slot.busy = True
-        slot.last_used = time.monotonic()
         prompt_tokens = media.token_count if media is not None else len(prompt)
         budget = min(params.max_tokens, self.options.n_ctx - prompt_tokens)
         return Sequence(
@@ -345,52 +330,7 @@ class LlamaEngine:
         if seq.media is not None:
             seq.media.release()
             seq.media = None
-        seq.slot.busy = False
-        seq.slot.last_used = time.monotonic()
-        if not self.options.prefix_cache:
-            llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
-            seq.slot.cached = []
-
-    def _pick_slot(self, prompt: list[int]) -> tuple[_Slot, int]:
-        """The free slot sharing the longest prefix with `prompt`, unless taking it would throw away most of a
-        cached conversation for a short match (a shared chat-template header, say): then an empty or the least
-        recently used slot, so that the conversation can come back to its cache."""
-        free = [s for s in self._slots if not s.busy]
-        if not free:
-            raise GenerationFailed("no free sequence slot (the worker admitted more requests than slots)")
-        if not self.options.prefix_cache:
-            return min(free, key=lambda s: s.last_used), 0
-        matches = {slot.seq_id: common_prefix(slot.cached, prompt) for slot in free}
-        best = max(free, key=lambda s: (matches[s.seq_id], -s.last_used))
-        match = matches[best.seq_id]
-        # Worth taking: most of the slot's cache is kept, or the whole prompt (bar its last token) is found.
-        if 2 * match >= len(best.cached) or match >= len(prompt) - 1:
-            return best, match
-        spare = min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
-        return spare, matches[spare.seq_id]
-
-    def _borrow_prefix(self, slot: _Slot, prompt: list[int], reuse: int) -> int:
-        """Copy a longer matching prefix from another slot's KV cache (busy or free) into `slot`; returns the
-        tokens now reusable. Requests submitted together with a common prefix (batch groups, `n` choices) then
-        evaluate it once instead of once per slot."""
-        donor, match = max(
-            ((s, common_prefix(s.cached, prompt)) for s in self._slots if s is not slot),
-            key=lambda pair: pair[1],
-            default=(None, 0),
-        )
-        if donor is None or match < reuse + MIN_BORROWED_TOKENS:
-            return reuse
-        # Slots are separate KV streams (kv_unified off), and llama.cpp copies across streams only whole: copy
-        # the donor's stream, then drop what lies past the shared prefix. The copy runs before the next decode,
-        # and a busy donor only appends past `match`, so the copied prefix is intact.
-        llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-        llama_cpp.llama_memory_seq_cp(self._mem, donor.seq_id, slot.seq_id, -1, -1)
-        if not llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, match, -1):
-            llama_cpp.llama_memory_seq_rm(self._mem, slot.seq_id, -1, -1)
-            slot.cached = []
-            return 0
-        slot.cached = donor.cached[:match]
-        return match
+        self._slot_table.release(seq.slot)
 
     # --- stepping -----------------------------------------------------------------------------
     def step(self, seqs: list[Sequence]) -> list[GenerationChunk | BaseException | None]:
@@ -458,8 +398,7 @@ class LlamaEngine:
 
     def _forget(self, seq: Sequence) -> None:
         """After a failed decode the slot's cache state is unknown: clear it."""
-        llama_cpp.llama_memory_seq_rm(self._mem, seq.slot.seq_id, -1, -1)
-        seq.slot.cached = []
+        self._slot_table.clear(seq.slot)
 
     def _sample(self, seq: Sequence) -> GenerationChunk:
         token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.logits_index))
