@@ -16,6 +16,11 @@ class InvalidRequest(HeylookError):
     """The request is malformed or asks for something impossible (HTTP 400)."""
 
 
+class UnsupportedParameter(InvalidRequest):
+    """A field of the client's API that this server does not implement, with a value that asks for it (HTTP 400).
+    Refused rather than ignored, so that a client never gets an answer to a different question."""
+
+
 class LimitExceeded(InvalidRequest):
     """The request is larger than a configured limit allows, e.g. too many or too large images (HTTP 413)."""
 

@@ -6,6 +6,7 @@ Nothing here imports the rest of the package: every layer may use these types.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -137,6 +138,10 @@ class GenerationChunk:
     stats: GenerationStats | None = None
     context_tokens: list[int] | None = None
     """On the final chunk when the request set `return_tokens`: prompt and output token ids."""
+
+
+EmbeddingInputs = Sequence[str | list[int]]
+"""What to embed: texts, or token-id lists of the model's own vocabulary."""
 
 
 @dataclass(slots=True)

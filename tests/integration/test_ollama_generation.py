@@ -105,9 +105,8 @@ def test_generate_context_continues_the_conversation(ollama: Client) -> None:
     assert second.context[: len(first.context)] == list(first.context)
     alone_prompt = len(alone.context) - alone.eval_count  # type: ignore[operator]
     assert len(second.context) - second.eval_count == len(first.context) + alone_prompt  # type: ignore[operator]
-    # The first exchange is still in a slot's KV cache: only the new prompt tokens (and the one token
-    # re-read for its logits) are evaluated.
-    assert second.prompt_eval_count is not None and second.prompt_eval_count <= alone_prompt + 1
+    # The whole prompt is counted (as Ollama counts it), though the first exchange is still in a slot's KV cache.
+    assert second.prompt_eval_count == len(first.context) + alone_prompt
 
 
 def test_raw_prompt_spells_control_tokens_and_returns_no_context(ollama: Client) -> None:
@@ -117,8 +116,8 @@ def test_raw_prompt_spells_control_tokens_and_returns_no_context(ollama: Client)
     raw = ollama.generate(model="demo-gguf", prompt=formatted, raw=True, options=GREEDY)
     templated = ollama.generate(model="demo-gguf", prompt="hi", options=GREEDY)
     assert raw.context is None and templated.context
-    # The same tokens: the second request finds all but the last one already in the prefix cache.
-    assert templated.prompt_eval_count == 1
+    # The same tokens, each counted (the second request finds all but the last one in the prefix cache).
+    assert templated.prompt_eval_count == len(templated.context) - templated.eval_count  # type: ignore[operator]
     assert raw.response == templated.response
 
 
@@ -244,7 +243,18 @@ def test_form_encoded_bodies_are_read_as_json_like_ollama_does(server: ServerPro
     assert response.status_code == 200 and response.json()["eval_count"] == 12
 
 
-def test_unknown_options_are_accepted_and_ignored(ollama: Client) -> None:
-    options = {**GREEDY, "mirostat": 2, "num_gpu": 99, "typical_p": 0.5, "num_ctx": 999_999}
+def test_resource_options_are_accepted_and_unimplemented_samplers_refused(ollama: Client) -> None:
+    options = {**GREEDY, "mirostat": 0, "num_gpu": 99, "num_thread": 3, "typical_p": 1.0, "num_ctx": 999_999}
     plain = ollama.chat(model="demo-gguf", messages=HELLO, options=GREEDY).message.content
     assert ollama.chat(model="demo-gguf", messages=HELLO, options=options).message.content == plain
+    for name, value in (("mirostat", 2), ("typical_p", 0.5), ("tfs_z", 0.9)):
+        with pytest.raises(ResponseError) as err:
+            ollama.chat(model="demo-gguf", messages=HELLO, options={**GREEDY, name: value})
+        assert err.value.status_code == 400 and f"options.{name}" in err.value.error
+
+
+def test_tool_history_is_refused_not_dropped(ollama: Client) -> None:
+    history = [*HELLO, {"role": "tool", "content": "42", "tool_name": "answer"}]
+    with pytest.raises(ResponseError) as err:
+        ollama.chat(model="demo-gguf", messages=history, options=GREEDY)
+    assert err.value.status_code == 400 and "messages[1]" in err.value.error

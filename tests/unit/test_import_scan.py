@@ -192,3 +192,22 @@ def test_ids_stay_unique_and_kept_ids_stay(demo_dir: Path, tmp_path: Path) -> No
     assert assign_ids(models) == ["model", "model-2"]
     assert assign_ids(models, taken=["model"]) == ["model-2", "model-3"]
     assert assign_ids(models, taken=["model", "x"], kept=[None, "x"]) == ["model-2", "x"]
+
+
+@pytest.mark.parametrize("how", ["copy", "symlink"])
+def test_the_duplicate_kept_is_the_one_with_a_projector(tmp_path: Path, how: str) -> None:
+    # "plain" is walked first, so keeping the first copy would lose the projector beside the second
+    plain, vision = tmp_path / "plain" / "chat.gguf", tmp_path / "vision" / "chat.gguf"
+    write_gguf(plain, width=64)
+    vision.parent.mkdir()
+    if how == "copy":
+        shutil.copy(plain, vision)
+    else:
+        vision.symlink_to(plain)
+    projector = write_projector(vision.parent / "mmproj-f16.gguf", projection_dim=64)
+    group, _ = folder_group(tmp_path)
+    result = scan([group])
+    assert [(m.path, m.mmproj_path, m.vision) for m in result.models] == [(vision, projector, True)]
+    skipped = {s.path: s.reason for s in result.skipped}
+    assert str(vision) in skipped.pop(plain)
+    assert skipped == {}  # in particular, the projector is not reported as unused

@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from heylook_llm.api.ollama import convert
+from heylook_llm.api.embedding_vectors import shortened
+from heylook_llm.api.ollama import convert, refusals
 from heylook_llm.api.ollama.go_template import render_go_template
 from heylook_llm.api.ollama.schemas import ChatRequest, EmbedRequest, GenerateRequest, ModelRequest, Options
 from heylook_llm.config.registry import ModelEntry, Registry, parse_registry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.errors import CapabilityError, InvalidRequest, ModelNotFound
+from heylook_llm.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from heylook_llm.types import ChatMessage, FinishReason, GenerationStats
 
 pytestmark = pytest.mark.unit
@@ -63,7 +64,7 @@ def test_options_map_onto_neutral_sampling() -> None:
             "seed": 11,
             "stop": "###",
             "num_ctx": 1024,
-            "mirostat": 2,
+            "mirostat": 0,
             "num_gpu": 99,
         }
     )
@@ -72,7 +73,8 @@ def test_options_map_onto_neutral_sampling() -> None:
     assert (sampling.min_p, sampling.repeat_penalty, sampling.repeat_last_n) == (0.1, 1.3, 16)
     assert (sampling.presence_penalty, sampling.frequency_penalty, sampling.seed) == (0.2, 0.3, 11)
     assert sampling.stop == ["###"]
-    assert options.ignored() == ["mirostat", "num_gpu"]
+    # Accepted without effect: mirostat off and a resource hint; nothing unknown to note.
+    assert refusals.check_options(options) == []
 
 
 @pytest.mark.parametrize("num_predict", [-1, -2, 0])
@@ -133,11 +135,20 @@ def test_format_json_and_schema_become_the_neutral_response_format() -> None:
         ({"think": True}, "think"),
         ({"logprobs": True}, "logprobs"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"options": {"mirostat": 2}}, "options.mirostat"),
+        ({"options": {"typical_p": 0.5}}, "options.typical_p"),
+        ({"options": {"tfs_z": 0.9}}, "options.tfs_z"),
+        (
+            {"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f"}}]}]},
+            "messages[0].tool_calls",
+        ),
+        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].role"),
     ],
 )
 def test_unavailable_features_are_refused_not_ignored(extra: dict[str, Any], param: str) -> None:
     body = ChatRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}], **extra})
-    with pytest.raises(CapabilityError) as err:
+    with pytest.raises(UnsupportedParameter) as err:
         convert.chat_request(body, _entry(), SETTINGS)
     assert err.value.param == param
 
@@ -213,10 +224,10 @@ def test_final_piece_carries_nanosecond_measurements() -> None:
 
 
 def test_shortened_embeddings_are_unit_length() -> None:
-    vectors = convert.shortened([[3.0, 4.0, 12.0], [1.0, 0.0]], 2)
+    vectors = shortened([[3.0, 4.0, 12.0], [1.0, 0.0]], 2)
     assert vectors[0] == pytest.approx([0.6, 0.8])
     assert vectors[1] == [1.0, 0.0]
-    assert convert.shortened([[1.0, 2.0]], None) == [[1.0, 2.0]]
+    assert shortened([[1.0, 2.0]], None) == [[1.0, 2.0]]
 
 
 def test_parameters_text_lists_the_model_defaults() -> None:
@@ -234,4 +245,10 @@ def test_null_fields_mean_not_given() -> None:
         {"model": "m", "prompt": "x", "raw": None, "stream": None, "keep_alive": None, "options": {"mirostat": None}}
     )
     assert body.stream is True and body.raw is False and body.keep_alive is None
-    assert body.options is not None and body.options.ignored() == []
+    assert body.options is not None and refusals.check_options(body.options) == []
+
+
+def test_prompt_eval_count_is_the_whole_prompt_even_when_cached() -> None:
+    stats = GenerationStats(prompt_tokens=17, cached_prompt_tokens=16, completion_tokens=3)
+    measured = convert.measurements(stats, 0.5)
+    assert measured["prompt_eval_count"] == 17 and measured["eval_count"] == 3

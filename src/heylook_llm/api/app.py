@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from heylook_llm import __version__
 from heylook_llm.api.capabilities import BackendProbe
 from heylook_llm.api.errors import install_error_handlers
+from heylook_llm.api.fields import UnknownFieldLog
 from heylook_llm.api.images import ImagePipeline
 from heylook_llm.api.ollama.body_type import JsonBodyForOllama
 from heylook_llm.api.ollama.routes import routes as ollama_routes
@@ -64,6 +65,7 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     )
     app.state.settings = settings
     app.state.metrics = MetricsRecorder()
+    app.state.field_log = UnknownFieldLog()
     app.state.backend_probe = BackendProbe()
     app.state.images = ImagePipeline(settings.images)
     install_error_handlers(app)

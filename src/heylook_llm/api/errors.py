@@ -21,6 +21,7 @@ from heylook_llm.errors import (
     ModelLoadError,
     ModelNotFound,
     ServerBusy,
+    UnsupportedParameter,
 )
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,8 @@ def status_and_code(exc: HeylookError) -> tuple[int, str, str]:
         return 400, "invalid_request_error", "context_length_exceeded"
     if isinstance(exc, CapabilityError):
         return 400, "invalid_request_error", "unsupported_capability"
+    if isinstance(exc, UnsupportedParameter):
+        return 400, "invalid_request_error", "unsupported_parameter"
     if isinstance(exc, LimitExceeded):
         return 413, "invalid_request_error", "limit_exceeded"
     if isinstance(exc, InvalidRequest):

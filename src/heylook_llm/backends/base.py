@@ -10,7 +10,7 @@ from typing import Any
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import CapabilityError, GenerationFailed
-from heylook_llm.types import EmbeddingResult, GenerationChunk, GenerationRequest
+from heylook_llm.types import EmbeddingInputs, EmbeddingResult, GenerationChunk, GenerationRequest
 
 
 @dataclass(slots=True)
@@ -111,8 +111,9 @@ class Backend(abc.ABC):
                 param="context",
             )
 
-    def embed(self, inputs: list[str], *, truncate: bool = False) -> EmbeddingResult:
-        """One vector per input; `truncate` cuts inputs longer than the context instead of refusing them."""
+    def embed(self, inputs: EmbeddingInputs, *, truncate: bool = False) -> EmbeddingResult:
+        """One vector per input (a text, or token ids of the model's own vocabulary); `truncate` cuts inputs
+        longer than the context instead of refusing them."""
         raise CapabilityError(f"model '{self.entry.id}' does not produce embeddings", param="model")
 
     @abc.abstractmethod

@@ -24,7 +24,14 @@ from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import CapabilityError, ContextLengthExceeded, InvalidRequest, ModelLoadError
-from heylook_llm.types import ChatMessage, EmbeddingResult, GenerationChunk, GenerationRequest, ResponseFormat
+from heylook_llm.types import (
+    ChatMessage,
+    EmbeddingInputs,
+    EmbeddingResult,
+    GenerationChunk,
+    GenerationRequest,
+    ResponseFormat,
+)
 
 if TYPE_CHECKING:
     # Imported when a projector loads: libmtmd is not needed for text models.
@@ -254,22 +261,50 @@ class LlamaCppBackend(Backend):
         """One sequence on its own, stepped until it finishes (the worker uses open/step/close directly)."""
         return self.run_alone(self.open_sequence(request))
 
-    def embed(self, inputs: list[str], *, truncate: bool = False) -> EmbeddingResult:
+    def embed(self, inputs: EmbeddingInputs, *, truncate: bool = False) -> EmbeddingResult:
         if self._embedder is None:
             raise CapabilityError(
                 f"model '{self.entry.id}' is not an embedding model (set embedding: true in its config)",
                 param="model",
             )
         embedder = self._embedder
+        token_lists = _token_lists(inputs, embedder)
         n_ctx = self.facts.context_length
         if not truncate:
-            for text in inputs:
-                count = len(embedder.tokenize(text.encode("utf-8"), add_bos=bool(embedder._model.add_bos_token())))
-                if count > n_ctx:
-                    raise ContextLengthExceeded(count, n_ctx)
-        # llama-cpp-python's truncate keeps the first n_ctx tokens of each input (Ollama's truncate does the same).
-        vectors, count = embedder.embed(inputs, normalize=True, truncate=truncate, return_count=True)
+            for tokens in token_lists:
+                if len(tokens) > n_ctx:
+                    raise ContextLengthExceeded(len(tokens), n_ctx)
+        # Llama.embed tokenizes each text itself; an instance attribute that hands out the lists already made
+        # shadows its tokenize for this call, so token-id inputs are embedded exactly as given. The worker thread
+        # owns the embedder, so nothing else calls it meanwhile.
+        pending = iter(token_lists)
+        embedder.tokenize = lambda *_args, **_kwargs: next(pending)
+        try:
+            # llama-cpp-python's truncate keeps the first n_ctx tokens of each input (Ollama's truncate does too).
+            vectors, count = embedder.embed(
+                [""] * len(token_lists), normalize=True, truncate=truncate, return_count=True
+            )
+        finally:
+            del embedder.tokenize
         return EmbeddingResult(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=int(count))
+
+
+def _token_lists(inputs: EmbeddingInputs, embedder: Any) -> list[list[int]]:
+    """Texts tokenized as Llama.embed tokenizes them; token-id lists checked against the vocabulary."""
+    n_vocab = int(embedder.n_vocab())
+    lists: list[list[int]] = []
+    for index, item in enumerate(inputs):
+        if isinstance(item, str):
+            lists.append(list(embedder.tokenize(item.encode("utf-8"))))
+            continue
+        bad = next((token for token in item if not 0 <= token < n_vocab), None)
+        if bad is not None:
+            raise InvalidRequest(
+                f"input[{index}] holds token id {bad}, outside this model's vocabulary (0 to {n_vocab - 1})",
+                param="input",
+            )
+        lists.append(list(item))
+    return lists
 
 
 def json_grammar_source(response_format: ResponseFormat) -> str:

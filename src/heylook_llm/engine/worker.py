@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from heylook_llm.backends.base import Backend
 from heylook_llm.errors import GenerationFailed, HeylookError, ModelLoadError
-from heylook_llm.types import EmbeddingResult, GenerationChunk, GenerationRequest
+from heylook_llm.types import EmbeddingInputs, EmbeddingResult, GenerationChunk, GenerationRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -232,7 +232,7 @@ class ModelWorker:
         self._jobs.put(_CallJob(fn, loop, future))
         return await future
 
-    async def embed(self, inputs: list[str]) -> EmbeddingResult:
+    async def embed(self, inputs: EmbeddingInputs) -> EmbeddingResult:
         return await self.call(lambda backend: backend.embed(inputs))
 
     def submit(self, request: GenerationRequest) -> GenerationStream:

@@ -111,8 +111,12 @@ def scan(groups: Sequence[FileGroup], progress: ScanProgress | None = None) -> S
         shards.extend(group_shards)
     progress.finish()
     _report_orphan_shards(shards, result)
-    result.models = _without_duplicates(result.models, result.skipped, progress)
-    _pair_projectors(result.models, _unique_projectors(projectors, result.skipped), result.skipped)
+    # Projectors are paired before duplicates go: of two copies of a model, the one with a projector beside it is
+    # kept, and a projector is reported unused only when no kept model uses it.
+    found = result.models
+    _pair_projectors(found, projectors)
+    result.models = _without_duplicates(found, result.skipped, progress)
+    _report_unused_projectors(result.models, found, projectors, result.skipped)
     return result
 
 
@@ -173,9 +177,11 @@ def _report_orphan_shards(shards: Iterable[Shard], result: ScanResult) -> None:
         )
 
 
-def _preferred(model: FoundModel) -> tuple[bool, int]:
-    # Between two paths to the same bytes keep the one llama.cpp can use: a Hugging Face blob has no .gguf name.
-    return (model.provider == "llama_cpp" and model.path.suffix != ".gguf", len(str(model.path)))
+def _preferred(model: FoundModel) -> tuple[bool, bool, int]:
+    # Between two paths to the same bytes keep the one llama.cpp can use (a Hugging Face blob has no .gguf name),
+    # then the one with a projector beside it, which loses nothing.
+    unusable = model.provider == "llama_cpp" and model.path.suffix != ".gguf"
+    return (unusable, model.mmproj_path is None, len(str(model.path)))
 
 
 def _without_duplicates(models: list[FoundModel], skipped: list[Skipped], progress: ScanProgress) -> list[FoundModel]:
@@ -202,14 +208,17 @@ def _without_duplicates(models: list[FoundModel], skipped: list[Skipped], progre
         progress.start("hashing same-size models", sum(m.size_bytes for m in suspects), in_bytes=True)
         digests = {id(m): _content_digest(m, progress) for m in suspects}
         progress.finish()
-        first_with: dict[str, FoundModel] = {}
-        for model in list(kept):
-            if id(model) not in digests:
-                continue
-            original = first_with.setdefault(digests[id(model)], model)
-            if original is not model:
-                kept.remove(model)
-                skipped.append(Skipped(model.path, f"the same content as {original.path} (a copy)"))
+        copies: dict[str, list[FoundModel]] = defaultdict(list)
+        for model in kept:
+            if id(model) in digests:
+                copies[digests[id(model)]].append(model)
+        for same_content in copies.values():
+            # The first copy is kept unless only a later one has a projector beside it (min keeps the first of equals).
+            original = min(same_content, key=lambda m: m.mmproj_path is None)
+            for model in same_content:
+                if model is not original:
+                    kept.remove(model)
+                    skipped.append(Skipped(model.path, f"the same content as {original.path} (a copy)"))
     position = {id(m): i for i, m in enumerate(models)}
     return sorted(kept, key=lambda m: position[id(m)])
 
@@ -238,12 +247,11 @@ def _content_digest(model: FoundModel, progress: ScanProgress) -> str:
     return digest.hexdigest()
 
 
-def _unique_projectors(projectors: list[Projector], skipped: list[Skipped]) -> list[Projector]:
+def _unique_projectors(projectors: Iterable[Projector]) -> list[Projector]:
+    """The first path to each projector file (symlinks followed)."""
     unique: dict[Path, Projector] = {}
     for projector in projectors:
-        kept = unique.setdefault(projector.resolved, projector)
-        if kept is not projector:
-            skipped.append(Skipped(projector.path, f"the same projector as {kept.path} (a symlink)"))
+        unique.setdefault(projector.resolved, projector)
     return list(unique.values())
 
 
@@ -253,34 +261,54 @@ def _projector_rank(projector: Projector) -> tuple[int, str]:
     return order, projector.path.name
 
 
-def _pair_projectors(models: list[FoundModel], projectors: list[Projector], skipped: list[Skipped]) -> None:
+def _pair_projectors(models: list[FoundModel], projectors: list[Projector]) -> None:
     """A projector belongs to the chat models in its folder whose embedding length it projects to (every
-    quantization of one model shares one projector)."""
-    chosen: set[Path] = set()
+    quantization of one model shares one projector). Every copy of a model is paired, duplicates included."""
     for model in models:
         if model.provider != "llama_cpp" or model.embedding:
             continue
-        matching = [
+        matching = _unique_projectors(
             p
             for p in projectors
             if p.path.parent == model.path.parent
             and (p.projection_dim is None or p.projection_dim == model.embedding_length)
-        ]
+        )
         if not matching:
             continue
         best = min(matching, key=_projector_rank)
         model.mmproj_path = best.path
         model.vision = True
-        chosen.add(best.resolved)
         if len(matching) > 1:
             model.notes.append(f"{len(matching)} projectors beside it: chose {best.path.name} ({best.quantization})")
+
+
+def _report_unused_projectors(
+    kept: list[FoundModel], found: list[FoundModel], projectors: list[Projector], skipped: list[Skipped]
+) -> None:
+    """List each projector no imported model uses; `found` still holds the duplicates that were not imported."""
+    used_paths = {m.mmproj_path for m in kept if m.mmproj_path is not None}
+    # The path whose line (the model's, or the projector's own) stands for each projector file.
+    standing: dict[Path, Path] = {}
     for projector in projectors:
-        if projector.resolved in chosen:
+        if projector.path in used_paths:
+            standing.setdefault(projector.resolved, projector.path)
+    for projector in projectors:
+        if projector.path in used_paths:
             continue
-        paired = [m for m in models if m.path.parent == projector.path.parent and m.mmproj_path is not None]
-        reason = (
-            f"a vision projector (mmproj); {paired[0].mmproj_path.name} was chosen for the model beside it"  # type: ignore[union-attr]
-            if paired
-            else "a vision projector (mmproj) with no model of matching embedding length beside it"
-        )
-        skipped.append(Skipped(projector.path, reason))
+        first = standing.setdefault(projector.resolved, projector.path)
+        if first != projector.path:
+            skipped.append(Skipped(projector.path, f"the same projector as {first} (a symlink)"))
+        else:
+            skipped.append(Skipped(projector.path, _unused_projector_reason(projector, kept, found)))
+
+
+def _unused_projector_reason(projector: Projector, kept: list[FoundModel], found: list[FoundModel]) -> str:
+    kept_ids = {id(m) for m in kept}
+    beside = [m for m in found if m.path.parent == projector.path.parent and m.mmproj_path is not None]
+    chosen = next((m.mmproj_path for m in beside if id(m) in kept_ids and m.mmproj_path is not None), None)
+    if chosen is not None:
+        return f"a vision projector (mmproj); {chosen.name} was chosen for the model beside it"
+    duplicate = next((m for m in beside if id(m) not in kept_ids), None)
+    if duplicate is not None:
+        return f"a vision projector (mmproj) for {duplicate.path.name}, which is skipped as a duplicate"
+    return "a vision projector (mmproj) with no model of matching embedding length beside it"

@@ -40,12 +40,28 @@ class ResizeOptions:
     """Keep transparency (the image is sent as PNG); otherwise it is flattened onto white and sent as JPEG."""
 
 
-def load_turbojpeg() -> Any | None:
-    """A TurboJPEG handle, or None when PyTurboJPEG or libturbojpeg is missing (Pillow is used then)."""
-    try:
-        from turbojpeg import TurboJPEG
+class TurboJpegCodec:
+    """JPEG decode and encode of RGB pixels through libturbojpeg (the optional `turbojpeg` extra)."""
 
-        return TurboJPEG()
+    def __init__(self, handle: Any, rgb_format: int) -> None:
+        self._handle = handle
+        self._rgb = rgb_format
+
+    def decode_rgb(self, raw: bytes) -> Any:
+        return self._handle.decode(raw, pixel_format=self._rgb)
+
+    def encode_rgb(self, pixels: Any, quality: int) -> bytes:
+        encoded: bytes = self._handle.encode(pixels, quality=quality, pixel_format=self._rgb)
+        return encoded
+
+
+def load_turbojpeg() -> TurboJpegCodec | None:
+    """The TurboJPEG codec, or None when PyTurboJPEG or libturbojpeg is missing (Pillow is used then)."""
+    try:
+        # Optional: PyTurboJPEG is the `turbojpeg` extra, not a main dependency.
+        from turbojpeg import TJPF_RGB, TurboJPEG
+
+        return TurboJpegCodec(TurboJPEG(), TJPF_RGB)
     except (ImportError, OSError, RuntimeError) as exc:
         log.info("TurboJPEG is not available (%s); JPEG images are decoded with Pillow", exc)
         return None
@@ -78,14 +94,12 @@ def _open(raw: bytes, label: str, limits: ImageSettings) -> Image.Image:
     return image
 
 
-def _decode(image: Image.Image, raw: bytes, label: str, turbo: Any | None) -> tuple[Image.Image, bool]:
+def _decode(image: Image.Image, raw: bytes, label: str, turbo: TurboJpegCodec | None) -> tuple[Image.Image, bool]:
     """Pixels of the first frame, upright, and whether the EXIF orientation turned them."""
     orientation = image.getexif().get(_EXIF_ORIENTATION, 1) if image.format in ("JPEG", "MPO") else 1
     try:
         if turbo is not None and image.format in ("JPEG", "MPO") and orientation == 1 and image.mode == "RGB":
-            from turbojpeg import TJPF_RGB
-
-            return Image.fromarray(turbo.decode(raw, pixel_format=TJPF_RGB)), False
+            return Image.fromarray(turbo.decode_rgb(raw)), False
         image.seek(0)
         image.load()
     except (OSError, ValueError, SyntaxError, IndexError) as exc:
@@ -114,7 +128,7 @@ def _target_size(size: tuple[int, int], options: ResizeOptions) -> tuple[int, in
 
 
 def process_image(
-    raw: bytes, label: str, options: ResizeOptions, limits: ImageSettings, turbo: Any | None = None
+    raw: bytes, label: str, options: ResizeOptions, limits: ImageSettings, turbo: TurboJpegCodec | None = None
 ) -> ImageData:
     """Check `raw` against the limits, decode it, resize it as asked, and encode it as JPEG or PNG.
 
@@ -155,14 +169,12 @@ def process_image(
     return ImageData(_encode_jpeg(image, options.quality or DEFAULT_JPEG_QUALITY, turbo), "image/jpeg", width, height)
 
 
-def _encode_jpeg(image: Image.Image, quality: int, turbo: Any | None) -> bytes:
+def _encode_jpeg(image: Image.Image, quality: int, turbo: TurboJpegCodec | None) -> bytes:
     rgb = image if image.mode == "RGB" else image.convert("RGB")
     if turbo is not None:
         import numpy as np
-        from turbojpeg import TJPF_RGB
 
-        encoded: bytes = turbo.encode(np.asarray(rgb), quality=quality, pixel_format=TJPF_RGB)
-        return encoded
+        return turbo.encode_rgb(np.asarray(rgb), quality)
     buffer = io.BytesIO()
     rgb.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()

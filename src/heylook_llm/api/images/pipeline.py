@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from pydantic import BaseModel, Field
 
-from heylook_llm.api.images.codec import ResizeOptions, load_turbojpeg, process_image
+from heylook_llm.api.images.codec import ResizeOptions, TurboJpegCodec, load_turbojpeg, process_image
 from heylook_llm.api.images.sources import ImageRef, read_ref
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
 from heylook_llm.config.settings import ImageSettings
@@ -60,7 +59,7 @@ class ImagePipeline:
 
     def __init__(self, limits: ImageSettings) -> None:
         self.limits = limits
-        self._turbo: Any | None = load_turbojpeg()
+        self._turbo: TurboJpegCodec | None = load_turbojpeg()
         self._decoding = asyncio.Semaphore(max(1, limits.decode_threads))
 
     @property

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+from heylook_llm.api.fields import UnknownFieldLog
 from heylook_llm.api.images import ImageRef
+from heylook_llm.api.ollama import refusals
 from heylook_llm.api.ollama.go_template import render_go_template
 from heylook_llm.api.ollama.schemas import ChatRequest, GenerateRequest, JsonFormat, Message, Options
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry, Registry
 from heylook_llm.config.sampling import resolve_sampling
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.errors import CapabilityError, InvalidRequest, ModelNotFound
+from heylook_llm.errors import InvalidRequest, ModelNotFound
 from heylook_llm.model_info import ModelFileInfo
 from heylook_llm.types import (
     ChatMessage,
@@ -62,12 +63,10 @@ def display_name(model_id: str) -> str:
 
 
 def sampling(options: Options | None, *, where: str = "options") -> SamplingOverrides:
-    """Ollama options -> neutral sampling overrides; options without an effect here are logged and ignored."""
+    """Ollama options -> neutral sampling overrides; refused options raise (see refusals.OPTIONS_REFUSED)."""
     if options is None:
         return SamplingOverrides()
-    ignored = options.ignored() + (["num_ctx"] if options.num_ctx is not None and where == "options" else [])
-    if ignored:
-        log.debug("%s ignored (no effect on this server): %s", where, ", ".join(ignored))
+    refusals.check_options(options, where=where)
     max_tokens = options.num_predict
     if max_tokens is not None and max_tokens <= 0:
         max_tokens = UNLIMITED_TOKENS
@@ -97,13 +96,10 @@ def response_format(value: JsonFormat) -> ResponseFormat | None:
     raise InvalidRequest('format must be "json" or a JSON schema object', param="format")
 
 
-def _refuse_unsupported(body: ChatRequest | GenerateRequest, entry: ModelEntry) -> None:
-    if body.think not in (None, False, "", "false"):
-        raise CapabilityError(f"model '{entry.id}' does not support thinking", param="think")
-    if body.logprobs:
-        raise CapabilityError("log probabilities are not available through the Ollama API here yet", param="logprobs")
-    if isinstance(body, ChatRequest) and body.tools:
-        raise CapabilityError("tool calling is not available on this server yet", param="tools")
+def _refuse_unsupported(body: ChatRequest | GenerateRequest, notes: UnknownFieldLog | None) -> None:
+    unknown = refusals.check_generation(body)
+    if notes is not None:
+        notes.note("Ollama", unknown)
 
 
 def image_refs(body: ChatRequest | GenerateRequest) -> list[ImageRef]:
@@ -122,10 +118,15 @@ def _message(msg: Message, images: Iterator[ImageData]) -> ChatMessage:
 
 
 def chat_request(
-    body: ChatRequest, entry: ModelEntry, settings: ServerSettings, images: list[ImageData] | None = None
+    body: ChatRequest,
+    entry: ModelEntry,
+    settings: ServerSettings,
+    images: list[ImageData] | None = None,
+    notes: UnknownFieldLog | None = None,
 ) -> GenerationRequest:
-    """`images` are the messages' images in order (see image_refs), prepared by the image pipeline."""
-    _refuse_unsupported(body, entry)
+    """`images` are the messages' images in order (see image_refs), prepared by the image pipeline; unknown fields
+    are noted in `notes`."""
+    _refuse_unsupported(body, notes)
     remaining = iter(images or [])
     return GenerationRequest(
         model_id=entry.id,
@@ -137,11 +138,15 @@ def chat_request(
 
 
 def generate_request(
-    body: GenerateRequest, entry: ModelEntry, settings: ServerSettings, images: list[ImageData] | None = None
+    body: GenerateRequest,
+    entry: ModelEntry,
+    settings: ServerSettings,
+    images: list[ImageData] | None = None,
+    notes: UnknownFieldLog | None = None,
 ) -> GenerationRequest:
     """Raw prompts and suffixes go to the model as they are; other prompts through the chat template (or the
     request's Go template) as one user turn, after `system`. Images go with that user turn, so they need it."""
-    _refuse_unsupported(body, entry)
+    _refuse_unsupported(body, notes)
     if images and (body.suffix or body.raw or body.template):
         raise InvalidRequest(
             "images need the model's chat template to place them; they cannot go with raw, template or suffix",
@@ -193,8 +198,9 @@ def measurements(stats: GenerationStats, total_seconds: float) -> dict[str, int]
     return {
         "total_duration": nanoseconds(total_seconds),
         "load_duration": nanoseconds(stats.load_seconds),
-        # Ollama counts the prompt tokens it evaluated: those found in the prefix cache are not.
-        "prompt_eval_count": stats.prompt_tokens - stats.cached_prompt_tokens,
+        # The whole prompt, as Ollama reports it (clients show it as usage); a prefix-cache hit shows as a
+        # shorter prompt_eval_duration, and as cached_tokens in the OpenAI dialect.
+        "prompt_eval_count": stats.prompt_tokens,
         "prompt_eval_duration": nanoseconds(stats.prompt_eval_seconds),
         "eval_count": stats.completion_tokens,
         "eval_duration": nanoseconds(stats.generation_seconds),
@@ -253,21 +259,6 @@ def load_reply(model: str, *, chat: bool, unloaded: bool) -> dict[str, Any]:
     reply["done"] = True
     reply["done_reason"] = "unload" if unloaded else "load"
     return reply
-
-
-def shortened(vectors: list[list[float]], dimensions: int | None) -> list[list[float]]:
-    """Keep the first `dimensions` values of each vector and rescale to unit length (Ollama's `dimensions`)."""
-    if dimensions is None:
-        return vectors
-    out = []
-    for vector in vectors:
-        if dimensions >= len(vector):
-            out.append(vector)
-            continue
-        head = vector[:dimensions]
-        norm = math.sqrt(sum(v * v for v in head))
-        out.append([v / norm for v in head] if norm > 0 else head)
-    return out
 
 
 # --- model facts -----------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response
 
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
-from heylook_llm.api.ollama import convert
+from heylook_llm.api.ollama import convert, refusals
 from heylook_llm.api.ollama.schemas import (
     CopyRequest,
     CreateRequest,
@@ -27,7 +27,7 @@ from heylook_llm.api.ollama.schemas import (
     ShowResponse,
     VersionResponse,
 )
-from heylook_llm.api.state import router_of
+from heylook_llm.api.state import field_log_of, router_of
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry, Registry
 from heylook_llm.config.registry_store import RegistryStore
@@ -196,6 +196,7 @@ def _checked_jinja(template: str) -> str:
 
 @model_routes.post("/api/create", summary="Create a variant of a model: same weights, other defaults")
 async def create_model(body: CreateRequest, request: Request) -> Response:
+    field_log_of(request).note("Ollama", refusals.check_create(body))
     if body.files or body.adapters:
         raise CapabilityError(f"creating a model from uploaded files or adapters is not supported; {HOW_TO_ADD}")
     if body.quantize:
@@ -204,8 +205,6 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
         raise CapabilityError("messages (a stored conversation) are not supported in models.yaml", param="messages")
     if not body.from_:
         raise InvalidRequest("from is required: the name of the model to make the variant of", param="from")
-    if body.license:
-        log.debug("/api/create: license is not stored")
     router = router_of(request)
     base = convert.model_id(body.from_, router.registry)
     try:

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
 from heylook_llm.api.images import ImagePipeline
-from heylook_llm.api.ollama import convert
+from heylook_llm.api.ollama import convert, refusals
 from heylook_llm.api.ollama.model_routes import model_routes
 from heylook_llm.api.ollama.schemas import (
     ChatRequest,
@@ -24,7 +25,7 @@ from heylook_llm.api.ollama.schemas import (
     GenerationPiece,
     error_schema,
 )
-from heylook_llm.api.state import router_of, settings_of
+from heylook_llm.api.state import field_log_of, router_of, settings_of
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
 from heylook_llm.errors import HeylookError, InvalidRequest
@@ -114,7 +115,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     if not body.messages:
         return await _load_only(router, entry, body)
     images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
-    gen = convert.chat_request(body, entry, settings_of(request), images)
+    gen = convert.chat_request(body, entry, settings_of(request), images, field_log_of(request))
     active = await start_generation(router, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
@@ -136,7 +137,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     if not body.prompt and not body.suffix and not body.images:
         return await _load_only(router, entry, body)
     images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
-    gen = convert.generate_request(body, entry, settings_of(request), images)
+    gen = convert.generate_request(body, entry, settings_of(request), images, field_log_of(request))
     active = await start_generation(router, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
@@ -172,14 +173,13 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
         inputs = list(body.input)
         if any(not text for text in inputs):
             raise InvalidRequest("input: the list holds an empty string", param="input")
-    if body.options is not None:
-        convert.sampling(body.options, where="embedding options")
+    field_log_of(request).note("Ollama", refusals.check_embed(body))
     work = _embed(router, entry, inputs, body.keep_alive, body.truncate)
     result, load_seconds = await unless_disconnected(request, work)
     return OrjsonResponse(
         {
             "model": body.model,
-            "embeddings": convert.shortened(result.vectors, body.dimensions),
+            "embeddings": shortened(result.vectors, body.dimensions),
             "total_duration": convert.nanoseconds(time.perf_counter() - started),
             "load_duration": convert.nanoseconds(load_seconds),
             "prompt_eval_count": result.prompt_tokens,

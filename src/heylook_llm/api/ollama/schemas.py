@@ -42,8 +42,9 @@ class _Named(_Open):
 
 
 class Options(_Open):
-    """Ollama's `options` (and Modelfile PARAMETERs). The fields below are honoured; every other Ollama option
-    (num_gpu, num_thread, mirostat, typical_p, ...) is accepted and ignored."""
+    """Ollama's `options` (and Modelfile PARAMETERs). The fields below are honoured; resource hints (num_gpu,
+    num_thread, ...) are accepted without effect, and sampling methods not implemented here (mirostat, typical_p,
+    tfs_z) are refused when switched on (api/ollama/refusals.py)."""
 
     num_predict: int | None = None
     """Most tokens to generate; -1, -2 or 0: until the context is full."""
@@ -67,10 +68,6 @@ class Options(_Open):
     @classmethod
     def _stop_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
-
-    def ignored(self) -> list[str]:
-        """Names of the options given that have no effect here."""
-        return sorted((self.model_extra or {}).keys())
 
 
 class _KeepAliveFields(_Named):

@@ -117,7 +117,7 @@ async def _choice_events(
 def _choice(index: int, text: str, reason: FinishReason | None) -> dict[str, Any]:
     return {
         "index": index,
-        "message": {"role": "assistant", "content": text},
+        "message": {"role": "assistant", "content": text, "refusal": None},
         "logprobs": None,
         "finish_reason": convert.finish_reason(reason),
     }

@@ -56,7 +56,10 @@ def completion_requests(
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     sampling = resolve_sampling(body.sampling(), entry.config.sampling_defaults(), settings.default_sampling)
     request_id = new_id("cmpl")
-    return [GenerationRequest(model_id=entry.id, sampling=sampling, prompt=p, request_id=request_id) for p in prompts]
+    return [
+        GenerationRequest(model_id=entry.id, sampling=sampling, prompt=p, suffix=body.suffix, request_id=request_id)
+        for p in prompts
+    ]
 
 
 def finish_reason(reason: FinishReason | None) -> str | None:
@@ -87,7 +90,8 @@ def chat_response(
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": text},
+                # OpenAI's ChatCompletionResponseMessage requires `refusal` (null unless the model refused).
+                "message": {"role": "assistant", "content": text, "refusal": None},
                 "logprobs": None,
                 "finish_reason": finish_reason(reason),
             }

@@ -14,10 +14,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
 from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.errors import openai_error_payload
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
 from heylook_llm.api.images import ImagePipeline
-from heylook_llm.api.openai import batch, convert
+from heylook_llm.api.openai import batch, convert, refusals
 from heylook_llm.api.openai.image_parts import Upload, image_refs, parse_multipart_chat
 from heylook_llm.api.openai.schemas import (
     ChatCompletionRequest,
@@ -27,7 +28,7 @@ from heylook_llm.api.openai.schemas import (
     ModelList,
     error_schema,
 )
-from heylook_llm.api.state import router_of, settings_of
+from heylook_llm.api.state import field_log_of, router_of, settings_of
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
 from heylook_llm.errors import HeylookError, InvalidRequest
@@ -96,6 +97,7 @@ def _images(request: Request) -> ImagePipeline:
 
 
 async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upload]) -> Response:
+    field_log_of(request).note("OpenAI", refusals.check_chat(body))
     router = router_of(request)
     entry = router.entry(body.model)
     refs = image_refs(body, uploads)
@@ -133,12 +135,14 @@ async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include
 
 @routes.post("/v1/completions", summary="Text completion for a prompt or a list of prompts")
 async def completions(body: CompletionRequest, request: Request) -> Response:
+    field_log_of(request).note("OpenAI", refusals.check_completion(body))
     router = router_of(request)
     gens = convert.completion_requests(body, router.entry(body.model), settings_of(request))
     if body.stream:
         first = await start_generation(router, gens[0])
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_completion_events(router, gens, first, include_usage), media_type="text/event-stream")
+        events = _completion_events(router, gens, first, include_usage, body.echo)
+        return StreamingResponse(events, media_type="text/event-stream")
 
     async def run_all() -> dict[str, Any]:
         # Every prompt is queued at once; the model's worker runs them as its slots allow.
@@ -146,14 +150,21 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
             return await _collect(await start_generation(router, gen))
 
         results = await asyncio.gather(*(one(g) for g in gens))
-        choices = [convert.completion_choice(i, text, reason) for i, (text, reason, _) in enumerate(results)]
+        choices = [
+            convert.completion_choice(i, _echoed(gen, body.echo) + text, reason)
+            for i, (gen, (text, reason, _)) in enumerate(zip(gens, results, strict=True))
+        ]
         return convert.completion_response(gens[0], choices, [stats for _, _, stats in results])
 
     return OrjsonResponse(await unless_disconnected(request, run_all()))
 
 
+def _echoed(gen: GenerationRequest, echo: bool) -> str:
+    return (gen.prompt or "") if echo else ""
+
+
 async def _completion_events(
-    router: ModelRouter, gens: list[GenerationRequest], first: ActiveGeneration, include_usage: bool
+    router: ModelRouter, gens: list[GenerationRequest], first: ActiveGeneration, include_usage: bool, echo: bool
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
     all_stats: list[GenerationStats] = []
@@ -162,6 +173,10 @@ async def _completion_events(
         for index, gen in enumerate(gens):
             if active is None:
                 active = await start_generation(router, gen)
+            if _echoed(gen, echo):
+                yield sse_event(
+                    convert.completion_chunk(gen, created, convert.completion_choice(index, gen.prompt or "", None))
+                )
             async for chunk in active.chunks():
                 if chunk.text or chunk.finish_reason is not None:
                     choice = convert.completion_choice(index, chunk.text, chunk.finish_reason)
@@ -188,14 +203,19 @@ def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
 
 @routes.post("/v1/embeddings", summary="Embeddings from an embedding model")
 async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
+    field_log_of(request).note("OpenAI", refusals.check_embedding(body))
     inputs = body.inputs()
-    if not inputs or any(not text for text in inputs):
-        raise InvalidRequest("input must be a non-empty string or a list of non-empty strings", param="input")
+    if not inputs or any(not item for item in inputs):
+        raise InvalidRequest(
+            "input must be a non-empty string, a list of non-empty strings or non-empty lists of token ids",
+            param="input",
+        )
     async with router_of(request).acquire(body.model) as lease:
         result = await lease.worker.embed(inputs)
+    vectors = shortened(result.vectors, body.dimensions)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
-        for i, v in enumerate(result.vectors)
+        for i, v in enumerate(vectors)
     ]
     return OrjsonResponse(
         {

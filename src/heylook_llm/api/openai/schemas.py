@@ -166,6 +166,10 @@ class CompletionRequest(SamplingFields):
         json_schema_extra={"examples": [{"model": "demo-gguf", "prompt": "Once upon a time", "max_tokens": 32}]},
     )
     prompt: str | list[str] = Field(description="A prompt, or a list of prompts (one choice each)")
+    echo: bool = Field(default=False, description="Put the prompt before each choice's text")
+    suffix: str | None = Field(
+        default=None, description="Text after the insertion point: fill-in-the-middle, for models with FIM tokens"
+    )
 
     @field_validator("prompt")
     @classmethod
@@ -181,12 +185,23 @@ class EmbeddingRequest(_Open):
         json_schema_extra={"examples": [{"model": "demo-embed-gguf", "input": ["hello world", "another text"]}]},
     )
     model: str = Field(min_length=1)
-    input: str | list[str] = Field(description="A text or a list of texts")
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A text, a list of texts, or token ids of the embedding model's own vocabulary (one list, or "
+        "a list of lists)"
+    )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = None
+    dimensions: int | None = Field(
+        default=None, ge=1, description="Keep the first N dimensions of each vector, rescaled to unit length"
+    )
 
-    def inputs(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        """Texts, or token-id lists; an empty list stays empty (refused by the route)."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and isinstance(value[0], int):
+            return [[item for item in value if isinstance(item, int)]]
+        return [item for item in value if isinstance(item, str | list)]
 
 
 class Usage(BaseModel):

@@ -1,0 +1,102 @@
+"""Which fields of Ollama's requests this server refuses, and which it accepts without effect.
+
+Every field in Ollama's API reference is either implemented (declared in schemas.py), listed here as having no
+effect, or refused with a 400 naming it. docs/compatibility.md is the same list for people; keep them together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from heylook_llm.api.fields import Refused, check_fields, field_values, is_not
+from heylook_llm.api.ollama.schemas import ChatRequest, CreateRequest, EmbedRequest, GenerateRequest, Message, Options
+
+
+def _thinks(value: Any) -> bool:
+    return value not in (None, False, "", "false")
+
+
+GENERATION_REFUSED = (
+    Refused("think", "no thinking model is served here yet; leave think out or send false", _thinks),
+    Refused("logprobs", "log probabilities are not available through the Ollama API here yet"),
+    Refused("top_logprobs", "log probabilities are not available through the Ollama API here yet"),
+    Refused("tools", "tool calling is not available on this server yet"),
+)
+
+MESSAGE_REFUSED = (
+    Refused("tool_calls", "tool calls in the history need tool calling, which is not available yet"),
+    Refused("tool_name", "tool results need tool calling, which is not available yet"),
+)
+MESSAGE_NO_EFFECT = ("thinking",)
+"""Reasoning sent back in the history: dropped, as thinking models' templates drop earlier reasoning."""
+
+OPTIONS_REFUSED = (
+    Refused("mirostat", "mirostat sampling is not available; use temperature, top_k, top_p or min_p", is_not(0)),
+    Refused("typical_p", "typical sampling is not available; use top_p or min_p", is_not(1)),
+    Refused("tfs_z", "tail-free sampling is not available (llama.cpp removed it); use min_p", is_not(1)),
+)
+OPTIONS_NO_EFFECT = (
+    # Resource hints: the model's settings in models.yaml decide these.
+    "num_keep",
+    "num_batch",
+    "num_gpu",
+    "main_gpu",
+    "num_thread",
+    "numa",
+    "low_vram",
+    "f16_kv",
+    "vocab_only",
+    "use_mmap",
+    "use_mlock",
+    # Only used with mirostat, which is refused when on.
+    "mirostat_tau",
+    "mirostat_eta",
+    # Deprecated and ignored by Ollama itself.
+    "penalize_newline",
+    # Speculative decoding length: changes speed, not output.
+    "draft_num_predict",
+)
+
+CREATE_REFUSED = (
+    Refused("renderer", "custom renderers are not available; send a Jinja chat template as template"),
+    Refused("parser", "custom output parsers are not available"),
+)
+CREATE_NO_EFFECT = ("license",)
+
+
+def check_options(options: Options | None, *, where: str = "options") -> list[str]:
+    if options is None:
+        return []
+    known = [*Options.model_fields, *OPTIONS_NO_EFFECT]
+    return check_fields(field_values(options), OPTIONS_REFUSED, known, prefix=f"{where}.")
+
+
+def _check_message(index: int, message: Message) -> list[str]:
+    prefix = f"messages[{index}]."
+    if message.role == "tool":
+        # A tool result only makes sense after a tool call, which nothing here can have made.
+        return check_fields(
+            {"role": "tool"}, (Refused("role", MESSAGE_REFUSED[1].instead, is_not()),), [], prefix=prefix
+        )
+    known = [*Message.model_fields, *MESSAGE_NO_EFFECT]
+    return check_fields(field_values(message), MESSAGE_REFUSED, known, prefix=prefix)
+
+
+def check_generation(body: ChatRequest | GenerateRequest) -> list[str]:
+    """Refuse unimplemented fields of /api/chat or /api/generate; return unknown field names (extensions)."""
+    unknown = check_fields(field_values(body), GENERATION_REFUSED, [*type(body).model_fields, "name"])
+    if isinstance(body, ChatRequest):
+        for index, message in enumerate(body.messages or []):
+            unknown += _check_message(index, message)
+    return unknown + check_options(body.options)
+
+
+def check_embed(body: EmbedRequest) -> list[str]:
+    known = [*EmbedRequest.model_fields, "name"]
+    return check_fields(field_values(body), (), known) + check_options(body.options)
+
+
+def check_create(body: CreateRequest) -> list[str]:
+    return check_fields(
+        field_values(body), CREATE_REFUSED, [*CreateRequest.model_fields, "from", "name", *CREATE_NO_EFFECT]
+    )

@@ -1,0 +1,94 @@
+"""Fail closed: OpenAI fields this server does not implement are 400s naming them, through the official client
+and LangChain-style raw bodies; implemented extras of the completions API (echo, suffix) work."""
+
+from __future__ import annotations
+
+import httpx
+import openai
+import pytest
+from openai import OpenAI
+
+from tests.support.server import ServerProcess
+
+pytestmark = pytest.mark.integration
+
+HELLO = [{"role": "user", "content": "hi"}]
+TOOL = {
+    "type": "function",
+    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+}
+
+
+def test_tools_are_refused_not_dropped(client: OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="demo-gguf", messages=HELLO, tools=[TOOL], max_tokens=4)  # type: ignore[list-item]
+    assert err.value.status_code == 400
+    body = err.value.body
+    assert isinstance(body, dict) and body["param"] == "tools" and body["code"] == "unsupported_parameter"
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"parallel_tool_calls": True, "tools": [TOOL]}, "tools"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+    ],
+)
+def test_unimplemented_chat_fields_are_400_in_openai_shape(
+    server: ServerProcess, chat_model: str, extra: dict[str, object], param: str
+) -> None:
+    response = httpx.post(
+        f"{server.base_url}/v1/chat/completions",
+        json={"model": chat_model, "messages": HELLO, "max_tokens": 4, **extra},
+        timeout=60,
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["param"] == param and error["type"] == "invalid_request_error" and param in error["message"]
+
+
+def test_harmless_fields_and_extensions_are_accepted(client: OpenAI) -> None:
+    reply = client.chat.completions.create(
+        model="demo-gguf",
+        messages=HELLO,
+        max_tokens=4,
+        tool_choice="none",
+        user="someone",
+        metadata={"run": "1"},
+        store=False,
+        extra_body={"some_vendor_extension": True},
+    )
+    assert reply.usage is not None and reply.usage.completion_tokens > 0
+
+
+def test_completion_echo_puts_the_prompt_first(client: OpenAI, server: ServerProcess) -> None:
+    plain = client.completions.create(model="demo-gguf", prompt="Once upon", max_tokens=6, temperature=0)
+    echoed = client.completions.create(model="demo-gguf", prompt="Once upon", max_tokens=6, temperature=0, echo=True)
+    assert echoed.choices[0].text == "Once upon" + plain.choices[0].text
+    stream = client.completions.create(
+        model="demo-gguf", prompt="Once upon", max_tokens=6, temperature=0, echo=True, stream=True
+    )
+    assert "".join(chunk.choices[0].text for chunk in stream if chunk.choices) == echoed.choices[0].text
+
+
+def test_completion_suffix_needs_a_fill_in_the_middle_model(server: ServerProcess) -> None:
+    # The demo model has no FIM tokens: the suffix is refused with the reason, not dropped.
+    response = httpx.post(
+        f"{server.base_url}/v1/completions",
+        json={"model": "demo-gguf", "prompt": "def f(", "suffix": "return x", "max_tokens": 4},
+        timeout=60,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == "suffix"
+
+
+def test_best_of_is_refused(server: ServerProcess) -> None:
+    response = httpx.post(
+        f"{server.base_url}/v1/completions",
+        json={"model": "demo-gguf", "prompt": "x", "best_of": 2, "max_tokens": 4},
+        timeout=60,
+    )
+    assert response.status_code == 400 and response.json()["error"]["param"] == "best_of"
