@@ -258,3 +258,13 @@ def test_tool_history_is_refused_not_dropped(ollama: Client) -> None:
     with pytest.raises(ResponseError) as err:
         ollama.chat(model="demo-gguf", messages=history, options=GREEDY)
     assert err.value.status_code == 400 and "messages[1]" in err.value.error
+
+
+def test_load_only_requests_are_checked_too(server: ServerProcess) -> None:
+    # An empty chat only loads the model, but a field it cannot honour is still refused, not dropped.
+    for path, body in (
+        ("/api/chat", {"model": "demo-gguf", "messages": [], "think": True}),
+        ("/api/generate", {"model": "demo-gguf", "options": {"mirostat": 1}}),
+    ):
+        response = httpx.post(f"{server.base_url}{path}", json=body, timeout=60)
+        assert response.status_code == 400, response.text

@@ -92,3 +92,28 @@ def test_best_of_is_refused(server: ServerProcess) -> None:
         timeout=60,
     )
     assert response.status_code == 400 and response.json()["error"]["param"] == "best_of"
+
+
+def test_completion_n_gives_n_choices_per_prompt_in_order(client: OpenAI) -> None:
+    reply = client.completions.create(model="demo-gguf", prompt=["a", "b"], n=2, max_tokens=4, seed=7, temperature=1)
+    assert [c.index for c in reply.choices] == [0, 1, 2, 3]
+    alone = client.completions.create(model="demo-gguf", prompt="b", max_tokens=4, seed=8, temperature=1)
+    # Choice 1 of prompt "b" samples with seed + 1.
+    assert reply.choices[3].text == alone.choices[0].text
+    assert reply.usage is not None and reply.usage.completion_tokens == 16
+
+
+def test_an_assistant_refusal_in_the_history_reaches_the_model(server: ServerProcess) -> None:
+    def prompt_tokens(assistant: dict[str, object]) -> int:
+        messages = [*HELLO, assistant, {"role": "user", "content": "why?"}]
+        response = httpx.post(
+            f"{server.base_url}/v1/chat/completions",
+            json={"model": "demo-gguf", "messages": messages, "max_tokens": 1},
+            timeout=60,
+        )
+        assert response.status_code == 200, response.text
+        return int(response.json()["usage"]["prompt_tokens"])
+
+    empty = prompt_tokens({"role": "assistant", "content": ""})
+    refused = prompt_tokens({"role": "assistant", "content": None, "refusal": "I cannot help with that."})
+    assert refused > empty

@@ -135,7 +135,7 @@ def test_json_format_and_suffix_are_refused_before_queueing(demo_mlx: MLXBackend
     with_format.response_format = "json"
     with pytest.raises(CapabilityError, match="JSON") as refused:
         demo_mlx.check_request(with_format)
-    assert refused.value.param == "format"
+    assert refused.value.param == "response_format"
     with_suffix = _request(prompt="def f(")
     with_suffix.suffix = "return x"
     with pytest.raises(CapabilityError, match="fill-in-the-middle"):

@@ -252,3 +252,11 @@ def test_prompt_eval_count_is_the_whole_prompt_even_when_cached() -> None:
     stats = GenerationStats(prompt_tokens=17, cached_prompt_tokens=16, completion_tokens=3)
     measured = convert.measurements(stats, 0.5)
     assert measured["prompt_eval_count"] == 17 and measured["eval_count"] == 3
+
+
+@pytest.mark.parametrize(("extra", "param"), [({"template": "{{ .Prompt }}"}, "template"), ({"system": "s"}, "system")])
+def test_suffix_does_not_silently_drop_template_or_system(extra: dict[str, Any], param: str) -> None:
+    body = GenerateRequest.model_validate({"model": "m", "prompt": "def f(", "suffix": "return 1", **extra})
+    with pytest.raises(InvalidRequest) as err:
+        convert.generate_request(body, _entry(), SETTINGS)
+    assert err.value.param == param

@@ -9,7 +9,7 @@ import pytest
 
 from heylook_llm.api.fields import UnknownFieldLog, check_fields, field_values
 from heylook_llm.api.ollama import refusals as ollama_refusals
-from heylook_llm.api.ollama.schemas import CreateRequest
+from heylook_llm.api.ollama.schemas import CreateRequest, Options
 from heylook_llm.api.openai import refusals
 from heylook_llm.api.openai.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from heylook_llm.errors import UnsupportedParameter
@@ -45,6 +45,12 @@ def _chat(**fields: Any) -> ChatCompletionRequest:
         ({"stream": True, "stream_options": {"include_obfuscation": True}}, "stream_options.include_obfuscation"),
         ({"messages": [{"role": "assistant", "tool_calls": [{"id": "1"}]}, *HELLO]}, "messages[0].tool_calls"),
         ({"messages": [{"role": "tool", "tool_call_id": "1", "content": "4"}]}, "messages[0].role"),
+        ({"messages": [{"role": "function", "name": "f", "content": "4"}]}, "messages[0].role"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}]},
+            "messages[0].content[0].type",
+        ),
+        ({"messages": [{"role": "user", "content": [{"type": "file", "file": {}}]}]}, "messages[0].content[0].type"),
     ],
 )
 def test_openai_chat_refuses_what_it_does_not_implement(fields: dict[str, Any], param: str) -> None:
@@ -114,10 +120,15 @@ def test_ollama_create_refuses_renderer_and_parser() -> None:
     for field in ("renderer", "parser"):
         body = CreateRequest.model_validate({"model": "x", "from": "y", field: "qwen3"})
         with pytest.raises(UnsupportedParameter) as err:
-            ollama_refusals.check_create(body)
+            ollama_refusals.check_create(body, Options())
         assert err.value.param == field
     body = CreateRequest.model_validate({"model": "x", "from": "y", "license": "MIT"})
-    assert ollama_refusals.check_create(body) == []
+    assert ollama_refusals.check_create(body, Options.model_validate({"num_gpu": 1, "x_opt": 2})) == [
+        "parameters.x_opt"
+    ]
+    with pytest.raises(UnsupportedParameter) as err:
+        ollama_refusals.check_create(body, Options.model_validate({"mirostat": 1}))
+    assert err.value.param == "parameters.mirostat"
 
 
 def test_field_values_include_declared_and_extra_fields_but_not_defaults() -> None:
@@ -137,3 +148,18 @@ def test_unknown_fields_are_logged_once_per_name(caplog: pytest.LogCaptureFixtur
         notes.note("OpenAI", ["x"])
         notes.note("Ollama", ["x"])
     assert [r.getMessage().split("'")[1] for r in caplog.records] == ["x", "y", "x"]
+
+
+def test_openai_nulls_mean_not_given() -> None:
+    body = _chat(stream=None, n=None, temperature=None, stream_options=None)
+    assert body.stream is False and body.n == 1 and refusals.check_chat(body) == []
+    completion = CompletionRequest.model_validate({"model": "m", "prompt": "x", "echo": None, "n": None})
+    assert completion.echo is False and completion.n == 1
+
+
+def test_token_id_prompts_are_refused_by_name() -> None:
+    for prompt in ([1, 2], [[1, 2]]):
+        body = CompletionRequest.model_validate({"model": "m", "prompt": prompt})
+        with pytest.raises(UnsupportedParameter) as err:
+            refusals.check_completion(body)
+        assert err.value.param == "prompt"

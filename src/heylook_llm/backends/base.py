@@ -97,8 +97,8 @@ class Backend(abc.ABC):
         """
         if request.response_format is not None:
             raise CapabilityError(
-                f"model '{self.entry.id}' ({self.entry.provider}) cannot constrain output to JSON (format)",
-                param="format",
+                f"model '{self.entry.id}' ({self.entry.provider}) cannot constrain output to JSON (response_format)",
+                param="response_format",
             )
         if request.suffix is not None:
             raise CapabilityError(

@@ -317,8 +317,8 @@ def json_grammar_source(response_format: ResponseFormat) -> str:
         return str(json_schema_to_gbnf(orjson.dumps(response_format).decode()))
     except Exception as exc:  # the converter raises AssertionError, ValueError, KeyError... on what it lacks
         raise InvalidRequest(
-            f"format: this JSON schema cannot be turned into a grammar: {type(exc).__name__}: {exc}",
-            param="format",
+            f"response format: this JSON schema cannot be turned into a grammar: {type(exc).__name__}: {exc}",
+            param="response_format",
         ) from exc
 
 

@@ -38,7 +38,7 @@ def build_sampler_chain(
         constrained = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
         if not constrained:
             llama_cpp.llama_sampler_free(chain)
-            raise InvalidRequest("the output format could not be compiled into a grammar", param="format")
+            raise InvalidRequest("the response format could not be compiled into a grammar", param="response_format")
         add(constrained)
     if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
         penalties = llama_cpp.llama_sampler_init_penalties(

@@ -165,7 +165,8 @@ class MLXBackend(Backend):
         # Continuing from token ids (context_tokens) is supported; constrained output and infilling are not yet.
         if request.response_format is not None:
             raise CapabilityError(
-                f"model '{self.entry.id}' (mlx) cannot constrain output to JSON (format)", param="format"
+                f"model '{self.entry.id}' (mlx) cannot constrain output to JSON (response_format)",
+                param="response_format",
             )
         if request.suffix is not None:
             raise CapabilityError(

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from heylook_llm.api.fields import UnknownFieldLog
 from heylook_llm.api.images import ImageRef
 from heylook_llm.api.ollama import refusals
 from heylook_llm.api.ollama.go_template import render_go_template
@@ -96,10 +95,9 @@ def response_format(value: JsonFormat) -> ResponseFormat | None:
     raise InvalidRequest('format must be "json" or a JSON schema object', param="format")
 
 
-def _refuse_unsupported(body: ChatRequest | GenerateRequest, notes: UnknownFieldLog | None) -> None:
-    unknown = refusals.check_generation(body)
-    if notes is not None:
-        notes.note("Ollama", unknown)
+def _refuse_unsupported(body: ChatRequest | GenerateRequest) -> None:
+    # The routes check (and log unknown fields) first; repeated here so that no caller can skip the check.
+    refusals.check_generation(body)
 
 
 def image_refs(body: ChatRequest | GenerateRequest) -> list[ImageRef]:
@@ -122,11 +120,9 @@ def chat_request(
     entry: ModelEntry,
     settings: ServerSettings,
     images: list[ImageData] | None = None,
-    notes: UnknownFieldLog | None = None,
 ) -> GenerationRequest:
-    """`images` are the messages' images in order (see image_refs), prepared by the image pipeline; unknown fields
-    are noted in `notes`."""
-    _refuse_unsupported(body, notes)
+    """`images` are the messages' images in order (see image_refs), prepared by the image pipeline."""
+    _refuse_unsupported(body)
     remaining = iter(images or [])
     return GenerationRequest(
         model_id=entry.id,
@@ -142,11 +138,16 @@ def generate_request(
     entry: ModelEntry,
     settings: ServerSettings,
     images: list[ImageData] | None = None,
-    notes: UnknownFieldLog | None = None,
 ) -> GenerationRequest:
     """Raw prompts and suffixes go to the model as they are; other prompts through the chat template (or the
     request's Go template) as one user turn, after `system`. Images go with that user turn, so they need it."""
-    _refuse_unsupported(body, notes)
+    _refuse_unsupported(body)
+    if body.suffix and (body.template or body.system):
+        raise InvalidRequest(
+            "suffix (fill-in-the-middle) is laid out with the model's own infill tokens; template and system "
+            "cannot go with it",
+            param="template" if body.template else "system",
+        )
     if images and (body.suffix or body.raw or body.template):
         raise InvalidRequest(
             "images need the model's chat template to place them; they cannot go with raw, template or suffix",

@@ -112,6 +112,7 @@ async def tags(request: Request) -> Response:
 
 @model_routes.post("/api/show", response_model=ShowResponse, summary="Details, metadata and template of a model")
 async def show(body: ModelRequest, request: Request) -> Response:
+    field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     router = router_of(request)
     entry = router.entry(convert.model_id(body.model, router.registry))
     info, _ = await _facts(_reader(request), entry)
@@ -167,6 +168,7 @@ async def _edit_registry(request: Request, edit: Callable[[RegistryStore], Regis
 
 @model_routes.post("/api/copy", summary="Copy a model: a new name for the same weights (models.yaml alias)")
 async def copy_model(body: CopyRequest, request: Request) -> Response:
+    field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     router = router_of(request)
     source = convert.model_id(body.source, router.registry)
     destination = convert.new_model_id(body.destination)
@@ -176,6 +178,7 @@ async def copy_model(body: CopyRequest, request: Request) -> Response:
 
 @model_routes.delete("/api/delete", summary="Remove a model from models.yaml (its files are kept)")
 async def delete_model(body: ModelRequest, request: Request) -> Response:
+    field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     router = router_of(request)
     model_id = convert.model_id(body.model, router.registry)
     await _edit_registry(request, lambda store: store.remove_entry(model_id))
@@ -196,7 +199,6 @@ def _checked_jinja(template: str) -> str:
 
 @model_routes.post("/api/create", summary="Create a variant of a model: same weights, other defaults")
 async def create_model(body: CreateRequest, request: Request) -> Response:
-    field_log_of(request).note("Ollama", refusals.check_create(body))
     if body.files or body.adapters:
         raise CapabilityError(f"creating a model from uploaded files or adapters is not supported; {HOW_TO_ADD}")
     if body.quantize:
@@ -212,8 +214,9 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"invalid request: parameters: {problems}", param="parameters") from exc
+    field_log_of(request).note("Ollama", refusals.check_create(body, options))
     new_id = convert.new_model_id(body.model)
-    sampling = convert.sampling(options, where="create parameters")
+    sampling = convert.sampling(options, where="parameters")
     template = _checked_jinja(body.template) if body.template is not None else None
     await _edit_registry(
         request,
@@ -229,6 +232,7 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
 
 @model_routes.post("/api/pull", summary="Answers success for a model already served; nothing is downloaded")
 async def pull(body: PullRequest, request: Request) -> Response:
+    field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     router = router_of(request)
     try:
         convert.model_id(body.model, router.registry)

@@ -8,8 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from heylook_llm.api.fields import Refused, check_fields, field_values, is_not
-from heylook_llm.api.ollama.schemas import ChatRequest, CreateRequest, EmbedRequest, GenerateRequest, Message, Options
+from heylook_llm.api.ollama.schemas import (
+    ChatRequest,
+    CreateRequest,
+    EmbeddingsRequest,
+    EmbedRequest,
+    GenerateRequest,
+    Message,
+    Options,
+)
 
 
 def _thinks(value: Any) -> bool:
@@ -91,12 +101,17 @@ def check_generation(body: ChatRequest | GenerateRequest) -> list[str]:
     return unknown + check_options(body.options)
 
 
-def check_embed(body: EmbedRequest) -> list[str]:
-    known = [*EmbedRequest.model_fields, "name"]
+def check_embed(body: EmbedRequest | EmbeddingsRequest) -> list[str]:
+    known = [*type(body).model_fields, "name"]
     return check_fields(field_values(body), (), known) + check_options(body.options)
 
 
-def check_create(body: CreateRequest) -> list[str]:
-    return check_fields(
-        field_values(body), CREATE_REFUSED, [*CreateRequest.model_fields, "from", "name", *CREATE_NO_EFFECT]
-    )
+def check_create(body: CreateRequest, parameters: Options) -> list[str]:
+    """`parameters` is the request's `parameters` read as options."""
+    known = [*CreateRequest.model_fields, "from", "name", *CREATE_NO_EFFECT]
+    return check_fields(field_values(body), CREATE_REFUSED, known) + check_options(parameters, where="parameters")
+
+
+def unknown_fields(body: BaseModel) -> list[str]:
+    """Unknown fields of a request with nothing to refuse (show, copy, delete, pull)."""
+    return check_fields(field_values(body), (), [*type(body).model_fields, "name"])

@@ -110,12 +110,13 @@ async def _lines(
 @routes.post("/api/chat", summary="Chat (NDJSON stream by default)", responses=STREAM_DOC)
 async def chat(body: ChatRequest, request: Request) -> Response:
     started = time.perf_counter()
+    field_log_of(request).note("Ollama", refusals.check_generation(body))
     router = router_of(request)
     entry = _entry(router, body.model)
     if not body.messages:
         return await _load_only(router, entry, body)
     images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
-    gen = convert.chat_request(body, entry, settings_of(request), images, field_log_of(request))
+    gen = convert.chat_request(body, entry, settings_of(request), images)
     active = await start_generation(router, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
@@ -132,12 +133,13 @@ async def chat(body: ChatRequest, request: Request) -> Response:
 @routes.post("/api/generate", summary="Complete a prompt (NDJSON stream by default)", responses=STREAM_DOC)
 async def generate(body: GenerateRequest, request: Request) -> Response:
     started = time.perf_counter()
+    field_log_of(request).note("Ollama", refusals.check_generation(body))
     router = router_of(request)
     entry = _entry(router, body.model)
     if not body.prompt and not body.suffix and not body.images:
         return await _load_only(router, entry, body)
     images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
-    gen = convert.generate_request(body, entry, settings_of(request), images, field_log_of(request))
+    gen = convert.generate_request(body, entry, settings_of(request), images)
     active = await start_generation(router, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
@@ -189,6 +191,7 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
 
 @routes.post("/api/embeddings", summary="Embedding for one text (the older endpoint; prefer /api/embed)")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+    field_log_of(request).note("Ollama", refusals.check_embed(body))
     router = router_of(request)
     entry = _entry(router, body.model)
     inputs = [body.prompt] if body.prompt else []

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from heylook_llm.api.openai.schemas import ChatCompletionRequest, ChatMessageIn, CompletionRequest, ImagePart
+from heylook_llm.api.openai.schemas import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    CompletionRequest,
+    ImagePart,
+    TextPart,
+)
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.sampling import resolve_sampling
 from heylook_llm.config.settings import ServerSettings
@@ -21,14 +28,16 @@ def new_id(prefix: str) -> str:
 def _message(msg: ChatMessageIn, images: Iterator[ImageData]) -> ChatMessage:
     role = "system" if msg.role == "developer" else msg.role
     if msg.content is None or isinstance(msg.content, str):
-        return ChatMessage(role, msg.content or "")
+        # An assistant turn that refused carries its words in `refusal`; they are what the model said.
+        refusal = (msg.model_extra or {}).get("refusal") if role == "assistant" else None
+        return ChatMessage(role, msg.content or (refusal if isinstance(refusal, str) else ""))
     texts = []
     taken: list[ImageData] = []
     for part in msg.content:
         if isinstance(part, ImagePart):
             # The images were prepared in the order of the parts (see image_parts.image_refs).
             taken.append(next(images))
-        else:
+        elif isinstance(part, TextPart):
             texts.append(part.text)
     return ChatMessage(role, "\n".join(texts), taken)
 
@@ -53,12 +62,21 @@ def chat_request(
 def completion_requests(
     body: CompletionRequest, entry: ModelEntry, settings: ServerSettings
 ) -> list[GenerationRequest]:
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    """One request per choice, prompt by prompt (choice index = prompt index x n + i, as OpenAI orders them);
+    with a seed, choice i of a prompt samples with seed + i."""
     sampling = resolve_sampling(body.sampling(), entry.config.sampling_defaults(), settings.default_sampling)
     request_id = new_id("cmpl")
+    seed = sampling.seed
     return [
-        GenerationRequest(model_id=entry.id, sampling=sampling, prompt=p, suffix=body.suffix, request_id=request_id)
-        for p in prompts
+        GenerationRequest(
+            model_id=entry.id,
+            sampling=sampling if seed is None else dataclasses.replace(sampling, seed=seed + i),
+            prompt=prompt,
+            suffix=body.suffix,
+            request_id=request_id,
+        )
+        for prompt in body.texts()
+        for i in range(body.n)
     ]
 
 

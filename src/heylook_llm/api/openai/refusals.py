@@ -10,7 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from heylook_llm.api.fields import Refused, check_fields, field_values, is_not
-from heylook_llm.api.openai.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from heylook_llm.api.openai.schemas import (
+    ChatCompletionRequest,
+    ChatMessageIn,
+    CompletionRequest,
+    EmbeddingRequest,
+    OtherPart,
+)
 from heylook_llm.errors import UnsupportedParameter
 
 NO_TOOLS = "tool calling is not available yet; describe the tools in the prompt, or use response_format json_schema"
@@ -87,18 +93,35 @@ def check_chat(body: ChatCompletionRequest) -> list[str]:
     """Refuse unimplemented fields of a chat request; return the unknown field names (vendor extensions)."""
     unknown = check_fields(field_values(body), CHAT_REFUSED, [*ChatCompletionRequest.model_fields, *CHAT_NO_EFFECT])
     for index, message in enumerate(body.messages):
-        if message.role == "tool":
+        if message.role in ("tool", "function"):
             param = f"messages[{index}].role"
             raise UnsupportedParameter(
-                f"'{param}' 'tool' is not supported by this server: tool results need tool calling, "
+                f"'{param}' '{message.role}' is not supported by this server: tool results need tool calling, "
                 "which is not available yet",
                 param=param,
             )
+        _check_parts(index, message)
         unknown += check_fields(field_values(message), MESSAGE_REFUSED, MESSAGE_KNOWN, prefix=f"messages[{index}].")
     return unknown + _check_stream_options(body)
 
 
+def _check_parts(index: int, message: ChatMessageIn) -> None:
+    if not isinstance(message.content, list):
+        return
+    for number, part in enumerate(message.content):
+        if isinstance(part, OtherPart):
+            param = f"messages[{index}].content[{number}].type"
+            raise UnsupportedParameter(
+                f"'{param}' '{part.type}' is not supported by this server: send text and image_url parts",
+                param=param,
+            )
+
+
 def check_completion(body: CompletionRequest) -> list[str]:
+    if not isinstance(body.prompt, str) and any(not isinstance(item, str) for item in body.prompt):
+        raise UnsupportedParameter(
+            "'prompt' as token ids is not supported by this server: send the prompt as text", param="prompt"
+        )
     known = [*CompletionRequest.model_fields, *COMPLETION_NO_EFFECT]
     return check_fields(field_values(body), COMPLETION_REFUSED, known) + _check_stream_options(body)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from heylook_llm.api.images import ResizeFields
 from heylook_llm.engine.batch import ProcessingMode
@@ -16,6 +16,15 @@ MAX_CHOICES = 16
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_means_unset(cls, data: Any) -> Any:
+        """OpenAI's spec makes most optional fields nullable (`"stream": null`, `"n": null`); null means "not
+        given", so the field keeps its default."""
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value is not None}
+        return data
 
 
 class TextPart(_Open):
@@ -33,11 +42,25 @@ class ImagePart(_Open):
     image_url: ImageUrl
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+class OtherPart(_Open):
+    """A content part of a type this server does not take (input_audio, file, ...): refused by name."""
+
+    type: str
+
+
+def _part_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in ("text", "image_url") else "other"
+
+
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("text")] | Annotated[ImagePart, Tag("image_url")] | Annotated[OtherPart, Tag("other")],
+    Discriminator(_part_kind),
+]
 
 
 class ChatMessageIn(_Open):
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
 
@@ -75,7 +98,7 @@ class SamplingFields(_Open):
 
     model: str = Field(min_length=1, description="A model id from GET /v1/models")
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     top_k: int | None = Field(default=None, ge=0, description="Extension: keep the k most likely tokens")
     min_p: float | None = Field(default=None, ge=0.0, le=1.0, description="Extension: min-p sampling")
     repeat_penalty: float | None = Field(default=None, gt=0.0, description="Extension: repetition penalty")
@@ -165,7 +188,12 @@ class CompletionRequest(SamplingFields):
         extra="allow",
         json_schema_extra={"examples": [{"model": "demo-gguf", "prompt": "Once upon a time", "max_tokens": 32}]},
     )
-    prompt: str | list[str] = Field(description="A prompt, or a list of prompts (one choice each)")
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A prompt, or a list of prompts (n choices each); token-id prompts are refused"
+    )
+    n: int = Field(
+        default=1, ge=1, le=MAX_CHOICES, description="Choices per prompt; with a seed, choice i uses seed + i"
+    )
     echo: bool = Field(default=False, description="Put the prompt before each choice's text")
     suffix: str | None = Field(
         default=None, description="Text after the insertion point: fill-in-the-middle, for models with FIM tokens"
@@ -173,10 +201,15 @@ class CompletionRequest(SamplingFields):
 
     @field_validator("prompt")
     @classmethod
-    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
+    def _non_empty(cls, value: str | list[str] | list[int] | list[list[int]]) -> Any:
         if isinstance(value, list) and not value:
             raise ValueError("the list of prompts is empty")
         return value
+
+    def texts(self) -> list[str]:
+        """The prompts as texts (after refusals.check_completion has refused token-id prompts)."""
+        value = self.prompt
+        return [value] if isinstance(value, str) else [item for item in value if isinstance(item, str)]
 
 
 class EmbeddingRequest(_Open):
