@@ -17,7 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from heylook_llm.demo import BOS_TOKEN, EOS_TOKEN, ModelShape, random_weights, train_tokenizer, write_llama_gguf
+from heylook_llm.demo import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    ModelShape,
+    random_weights,
+    train_tokenizer,
+    write_llama_gguf,
+    write_mlx_model,
+)
 
 RECIPE_VERSION = "1"
 BENCH_CONTEXT = 4096
@@ -98,8 +106,6 @@ def ensure_model(recipe: ModelRecipe, cache_dir: Path) -> BenchModel:
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
-    from heylook_llm.demo_mlx import write_mlx_model
-
     tokenizer = train_tokenizer(recipe.shape.vocab)
     vocab = len(tokenizer.tokens)
     eos_id = tokenizer.token_id(EOS_TOKEN)

@@ -18,6 +18,28 @@ class FinishReason(enum.StrEnum):
     """`max_tokens` was reached, or the context window filled up."""
     CANCELLED = "cancelled"
     """The client went away; the request was abandoned."""
+    TOOL_CALLS = "tool_calls"
+    """The model called one or more tools (the output parser found complete tool calls)."""
+
+
+class Feature(enum.StrEnum):
+    """What a request may ask of a model. Backends declare the ones they implement; the engine refuses a request
+    that uses any other (engine/features.py), so a new backend is safe by default."""
+
+    CHAT = "chat"
+    """Messages formatted with the model's chat template."""
+    COMPLETION = "completion"
+    """A raw prompt."""
+    EMBEDDING = "embedding"
+    IMAGES = "images"
+    RESPONSE_FORMAT = "response_format"
+    """Output constrained to JSON or a JSON schema."""
+    FILL_IN_MIDDLE = "suffix"
+    CONTEXT_TOKENS = "context_tokens"
+    """Continuing from token ids of an earlier prompt and reply (Ollama's `context`)."""
+    TOOLS = "tools"
+    LOGPROBS = "logprobs"
+    REASONING = "reasoning"
 
 
 @dataclass(slots=True, frozen=True)
@@ -36,12 +58,34 @@ class ImageData:
     height: int
 
 
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """A complete call of a tool by the model (in an assistant message of the history, or parsed from output)."""
+
+    id: str
+    name: str
+    arguments: str
+    """The arguments as JSON text, as the model wrote them."""
+
+
 @dataclass(slots=True)
 class ChatMessage:
+    """One turn. Its content parts are its text and its images: chat templates place the images before the text."""
+
     role: str
     content: str
     images: list[ImageData] = field(default_factory=list)
-    """Images of this message, in order; chat templates place them before the message's text."""
+    """Images of this message, in order."""
+    name: str | None = None
+    """A participant's name (OpenAI's `name`); templates that know the field may use it."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """Assistant turns: the tools the model called."""
+    tool_call_id: str | None = None
+    """Role "tool": the call this result answers."""
+    tool_name: str | None = None
+    """Role "tool": the tool that produced this result (Ollama's `tool_name`)."""
+    reasoning: str | None = None
+    """Assistant turns: reasoning sent back by the client; the chat template decides whether the model sees it."""
 
 
 @dataclass(slots=True)
@@ -96,6 +140,36 @@ ResponseFormat = Literal["json"] | dict[str, Any]
 """Constrained output: "json" for any JSON object, or a JSON schema (a dict) the output must validate against."""
 
 
+@dataclass(slots=True, frozen=True)
+class ToolSpec:
+    """A function the model may call."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=dict)
+    """JSON schema of the arguments."""
+    strict: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class ToolChoice:
+    """Whether the model may, must or must not call tools; `name` forces one function."""
+
+    mode: Literal["none", "auto", "required", "function"] = "auto"
+    name: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningControl:
+    """What the client asked of a reasoning model (None: the model's default)."""
+
+    enabled: bool | None = None
+    effort: str | None = None
+    """A level such as "low", "medium" or "high", for templates that take one."""
+    max_tokens: int | None = None
+    """A reasoning budget: when spent, the reasoning is closed and the model answers."""
+
+
 @dataclass(slots=True)
 class GenerationRequest:
     """One generation: either chat `messages` (formatted with the model's chat template) or a raw `prompt`."""
@@ -113,6 +187,14 @@ class GenerationRequest:
     """Token ids of an earlier prompt and reply (Ollama's `context`), placed before this request's prompt."""
     return_tokens: bool = False
     """Report the prompt and output token ids in the final chunk's `context_tokens`, to continue from later."""
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    logprobs: bool = False
+    """Report the log probability of each output token."""
+    top_logprobs: int = 0
+    """With `logprobs`: also the N most likely alternatives at each position."""
+    reasoning: ReasoningControl | None = None
 
 
 @dataclass(slots=True)
@@ -128,9 +210,40 @@ class GenerationStats:
     load_seconds: float = 0.0
 
 
+@dataclass(slots=True, frozen=True)
+class TopLogprob:
+    token_id: int
+    text: str
+    logprob: float
+
+
+@dataclass(slots=True, frozen=True)
+class TokenLogprob:
+    """The log probability of one output token, and the most likely alternatives at its position."""
+
+    token_id: int
+    text: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of a tool call as it streams: the first piece of call `index` has its id and name; `arguments`
+    pieces concatenate to the JSON text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
 @dataclass(slots=True)
 class GenerationChunk:
-    """A piece of output. The last chunk of a stream has `finish_reason` and `stats` set."""
+    """A piece of output. The last chunk of a stream has `finish_reason` and `stats` set.
+
+    `text` is answer text; `reasoning` and `tool_calls` are what the output parser separated from it.
+    """
 
     text: str
     token_count: int = 0
@@ -138,6 +251,29 @@ class GenerationChunk:
     stats: GenerationStats | None = None
     context_tokens: list[int] | None = None
     """On the final chunk when the request set `return_tokens`: prompt and output token ids."""
+    token_ids: list[int] = field(default_factory=list)
+    """The ids of the tokens this chunk covers, when the backend reports them."""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    """With a request's `logprobs`: one entry per token of this chunk."""
+    reasoning: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+
+    def absorb(self, later: GenerationChunk) -> None:
+        """Append a later chunk of the same stream to this one, keeping everything both carry."""
+        self.text += later.text
+        self.reasoning += later.reasoning
+        self.token_count += later.token_count
+        self.token_ids.extend(later.token_ids)
+        self.logprobs.extend(later.logprobs)
+        for delta in later.tool_calls:
+            last = self.tool_calls[-1] if self.tool_calls else None
+            if last is not None and last.index == delta.index and delta.id is None and delta.name is None:
+                last.arguments += delta.arguments
+            else:
+                self.tool_calls.append(ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments))
+        self.finish_reason = later.finish_reason
+        self.stats = later.stats
+        self.context_tokens = later.context_tokens
 
 
 EmbeddingInputs = Sequence[str | list[int]]

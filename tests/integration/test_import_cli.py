@@ -12,8 +12,15 @@ import yaml
 from openai import OpenAI
 
 from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, load_registry, parse_registry
-from heylook_llm.demo import EOS_TOKEN, ModelShape, random_weights, train_tokenizer, write_llama_gguf
-from heylook_llm.demo_vision_gguf import write_vision_projector_gguf
+from heylook_llm.demo import (
+    EOS_TOKEN,
+    ModelShape,
+    random_weights,
+    train_tokenizer,
+    write_llama_gguf,
+    write_random_mlx_model,
+    write_vision_projector_gguf,
+)
 from tests.conftest import start_server
 from tests.support.import_fixtures import (
     FakeHfCache,
@@ -259,8 +266,6 @@ def test_models_list_and_validate(imported: tuple[Path, str], tmp_path: Path) ->
 
 
 def test_memory_profile_serves_mlx_with_a_quantized_kv_cache(tmp_path: Path) -> None:
-    from heylook_llm.demo_mlx import write_random_mlx_model
-
     shape = ModelShape(hidden=128, heads=2, kv_heads=1, ffn=256)  # 64-wide heads: MLX can quantize them
     write_random_mlx_model(tmp_path / "models" / "wide-heads", shape, train_tokenizer(shape.vocab), seed=3)
     out = tmp_path / "models.yaml"

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from heylook_llm.demo import ModelShape, train_tokenizer
-from heylook_llm.demo_mlx import DEMO_MLX_DIR, write_random_mlx_model
+from heylook_llm.demo import DEMO_MLX_DIR, ModelShape, train_tokenizer, write_random_mlx_model
 from tests.conftest import start_server
 from tests.support.server import ServerProcess
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from heylook_llm.demo_mlx import DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR
+from heylook_llm.demo import DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR
 from tests.conftest import start_server
 from tests.support.server import ServerProcess
 

@@ -15,7 +15,7 @@ import pytest
 from openai import OpenAI
 
 from heylook_llm.backends.llama_vision import ImageChunk, MediaPrompt
-from heylook_llm.demo_vision_gguf import write_vision_projector_gguf
+from heylook_llm.demo import write_vision_projector_gguf
 from tests.conftest import start_server
 from tests.support.images import data_url
 from tests.support.server import ServerProcess

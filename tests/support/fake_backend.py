@@ -7,11 +7,11 @@ import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
 
-from heylook_llm.backends.base import Backend
+from heylook_llm.backends.base import Backend, GeneratorBackend
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import ModelLoadError
-from heylook_llm.types import FinishReason, GenerationChunk, GenerationRequest, GenerationStats
+from heylook_llm.types import Feature, FinishReason, GenerationChunk, GenerationRequest, GenerationStats
 
 
 @dataclass
@@ -30,7 +30,7 @@ class FakeWorld:
         return FakeBackend(entry, settings, self)
 
 
-class FakeBackend(Backend):
+class FakeBackend(GeneratorBackend):
     def __init__(self, entry: ModelEntry, settings: ServerSettings, world: FakeWorld) -> None:
         super().__init__(entry, settings)
         self.world = world
@@ -42,8 +42,9 @@ class FakeBackend(Backend):
         with self.world.lock:
             self.world.loads.append(self.entry.id)
             self.world.loaded.add(self.entry.id)
+        self.features = frozenset({Feature.CHAT, Feature.COMPLETION})
 
-    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+    def generate_tokens(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
         for i in range(request.sampling.max_tokens):
             time.sleep(self.world.token_seconds)
             yield GenerationChunk(f"t{i} ", token_count=1)

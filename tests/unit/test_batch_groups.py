@@ -7,7 +7,7 @@ import pytest
 from heylook_llm.config.registry import parse_registry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.batch import CONVERSATION_BOUNDARY, BatchRun, ProcessingMode, run_batch, split_groups
-from heylook_llm.engine.router import ModelRouter
+from heylook_llm.engine.service import Engine
 from heylook_llm.errors import InvalidRequest
 from heylook_llm.types import ChatMessage, GenerationRequest, SamplingParams
 from tests.support.fake_backend import FakeWorld
@@ -75,14 +75,14 @@ def test_unknown_mode_names_are_not_modes() -> None:
 async def test_every_mode_answers_every_group_in_order(mode: ProcessingMode) -> None:
     world = FakeWorld(load_seconds=0.0)
     registry = parse_registry({"models": [{"id": "a", "provider": "llama_cpp", "config": {"model_path": "a"}}]}, None)
-    router = ModelRouter(registry, ServerSettings(), world.factory)
+    engine = Engine(registry, ServerSettings(), world.factory)
     messages = [ChatMessage("system", "s"), ChatMessage("user", "x"), ChatMessage("user", "y")]
     split = split_groups(messages)
     base = GenerationRequest("a", SamplingParams(max_tokens=2), messages=messages, request_id="chatcmpl-1")
     run = BatchRun(mode, split.groups, split.shared)
     finished = {
         p.index
-        for p in [p async for p in run_batch(router, base, mode, split, run)]
+        for p in [p async for p in run_batch(engine.starter(engine.resolve("a")), base, mode, split, run)]
         if p.chunk and p.chunk.finish_reason
     }
     assert finished == {0, 1}
@@ -92,4 +92,4 @@ async def test_every_mode_answers_every_group_in_order(mode: ProcessingMode) -> 
     expected = ["s", "x", "t0 t1 ", "y"] if mode is ProcessingMode.SEQUENTIAL_WITH_CONTEXT else ["s", "y"]
     assert second == expected
     assert all(t.ended >= t.started > 0 for t in run.timings)
-    await router.close()
+    await engine.close()

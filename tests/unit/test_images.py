@@ -135,11 +135,10 @@ async def test_pipeline_checks_vision_and_count() -> None:
     raw = encoded(gradient(8, 8))
     refs = [ImageRef(f"images[{i}]", data=raw) for i in range(3)]
     with pytest.raises(CapabilityError, match="model 'm' does not accept images"):
-        await pipeline.prepare(_entry("llama_cpp", {"model_path": "x.gguf"}), refs[:1], ResizeOptions())
-    vision = _entry("mlx", {"model_path": "x", "vision": True})
+        await pipeline.prepare("m", False, refs[:1], ResizeOptions())
     with pytest.raises(LimitExceeded, match="max_images_per_request=2"):
-        await pipeline.prepare(vision, refs, ResizeOptions())
-    images = await pipeline.prepare(vision, refs[:2], ResizeOptions(max_side=4))
+        await pipeline.prepare("m", True, refs, ResizeOptions())
+    images = await pipeline.prepare("m", True, refs[:2], ResizeOptions(max_side=4))
     assert [(i.width, i.height) for i in images] == [(4, 4), (4, 4)]
 
 

@@ -77,7 +77,7 @@ def _request(model_id: str, tokens: int = 3) -> GenerationRequest:
 
 
 async def _generate(router: ModelRouter, model_id: str, tokens: int = 3, keep_alive: float | None = None) -> str:
-    active = await start_generation(router, _request(model_id, tokens), keep_alive=keep_alive)
+    active = await start_generation(router, router.entry(model_id), _request(model_id, tokens), keep_alive=keep_alive)
     try:
         return "".join([c.text async for c in active.chunks()])
     finally:
@@ -151,13 +151,13 @@ async def test_expire_waits_for_running_requests_then_unloads() -> None:
 async def test_expires_at_follows_the_latest_request() -> None:
     world = FakeWorld()
     router = ModelRouter(_registry([_model("a")]), ServerSettings(), world.factory)
-    await router.load("a", keep_alive=600)
+    await router.load(router.entry("a"), keep_alive=600)
     expires = router.loaded()[0].expires_at()
     assert expires is not None and 590 < expires - time.time() <= 600
-    await router.load("a", keep_alive=math.inf)
+    await router.load(router.entry("a"), keep_alive=math.inf)
     assert router.loaded()[0].expires_at() is None
     with pytest.raises(InvalidRequest):
-        await router.load("a", keep_alive=-1)
+        await router.load(router.entry("a"), keep_alive=-1)
     await router.close()
 
 

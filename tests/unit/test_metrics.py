@@ -32,7 +32,7 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 async def _generate(router: ModelRouter, model_id: str, tokens: int) -> None:
     request = GenerationRequest(model_id, SamplingParams(max_tokens=tokens), messages=[ChatMessage("user", "hi")])
-    active = await start_generation(router, request)
+    active = await start_generation(router, router.entry(request.model_id), request)
     try:
         async for _ in active.chunks():
             pass
@@ -112,7 +112,7 @@ async def test_a_generation_closed_before_its_end_counts_as_cancelled() -> None:
     recorder = MetricsRecorder()
     router = ModelRouter(_registry(["a"]), ServerSettings(), FakeWorld(load_seconds=0.0).factory, metrics=recorder)
     request = GenerationRequest("a", SamplingParams(max_tokens=50), messages=[ChatMessage("user", "hi")])
-    active = await start_generation(router, request)
+    active = await start_generation(router, router.entry(request.model_id), request)
     active.close()
     model = performance_report(recorder)["models"]["a"]
     assert (model["requests"], model["cancelled"], model["errors"]) == (0, 1, 0)

@@ -14,10 +14,17 @@ from heylook_llm.backends.base import Backend
 from heylook_llm.backends.mlx import MLXBackend
 from heylook_llm.config.registry import parse_registry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.demo import EOS_TOKEN, ModelShape, train_tokenizer
-from heylook_llm.demo_mlx import DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR, write_random_mlx_model
+from heylook_llm.demo import (
+    DEMO_MLX_DIR,
+    DEMO_MLX_DRAFT_DIR,
+    EOS_TOKEN,
+    ModelShape,
+    train_tokenizer,
+    write_random_mlx_model,
+)
+from heylook_llm.engine.features import refuse_undeclared
 from heylook_llm.errors import CapabilityError, ContextLengthExceeded, InvalidRequest, ModelLoadError
-from heylook_llm.types import ChatMessage, FinishReason, GenerationChunk, GenerationRequest, SamplingParams
+from heylook_llm.types import ChatMessage, Feature, FinishReason, GenerationChunk, GenerationRequest, SamplingParams
 
 pytestmark = pytest.mark.unit
 
@@ -130,16 +137,18 @@ def test_a_reply_can_be_continued_from_its_tokens(demo_mlx: MLXBackend) -> None:
         demo_mlx.generate(bad)
 
 
-def test_json_format_and_suffix_are_refused_before_queueing(demo_mlx: MLXBackend) -> None:
+def test_json_format_and_suffix_are_not_declared(demo_mlx: MLXBackend) -> None:
+    # The engine refuses any request feature a backend does not declare (engine/features.py).
+    assert Feature.RESPONSE_FORMAT not in demo_mlx.features and Feature.FILL_IN_MIDDLE not in demo_mlx.features
     with_format = _request()
     with_format.response_format = "json"
     with pytest.raises(CapabilityError, match="JSON") as refused:
-        demo_mlx.check_request(with_format)
+        refuse_undeclared(with_format, demo_mlx.features, "demo-mlx")
     assert refused.value.param == "response_format"
     with_suffix = _request(prompt="def f(")
     with_suffix.suffix = "return x"
     with pytest.raises(CapabilityError, match="fill-in-the-middle"):
-        demo_mlx.check_request(with_suffix)
+        refuse_undeclared(with_suffix, demo_mlx.features, "demo-mlx")
 
 
 def test_request_errors_come_before_the_first_token(demo_mlx: MLXBackend) -> None:

@@ -15,7 +15,7 @@ from heylook_llm.backends.mlx import MLXBackend
 from heylook_llm.backends.mlx_batch import PromptCachePool
 from heylook_llm.config.registry import RegistryError, parse_registry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.demo_mlx import DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR
+from heylook_llm.demo import DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR
 from heylook_llm.types import ChatMessage, FinishReason, GenerationChunk, GenerationRequest, SamplingParams
 
 pytestmark = pytest.mark.unit

@@ -12,14 +12,16 @@ import yaml
 from safetensors.numpy import load_file
 
 from heylook_llm.demo import (
+    DEMO_MLX_DIR,
+    DEMO_MLX_DRAFT_DIR,
     EOS_TOKEN,
+    MLX_MODEL_FILES,
     ModelShape,
     demo_models_current,
     random_weights,
     train_tokenizer,
     write_demo_models,
 )
-from heylook_llm.demo_mlx import DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR, MLX_MODEL_FILES
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ import pytest
 from llama_cpp import Llama
 from mlx_lm.utils import load
 
-from heylook_llm.demo_mlx import DEMO_MLX_DIR
+from heylook_llm.demo import DEMO_MLX_DIR
 
 pytestmark = pytest.mark.unit
 

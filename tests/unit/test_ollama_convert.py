@@ -14,6 +14,7 @@ from heylook_llm.api.ollama.go_template import render_go_template
 from heylook_llm.api.ollama.schemas import ChatRequest, EmbedRequest, GenerateRequest, ModelRequest, Options
 from heylook_llm.config.registry import ModelEntry, Registry, parse_registry
 from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.service import Engine
 from heylook_llm.errors import InvalidRequest, ModelNotFound, UnsupportedParameter
 from heylook_llm.types import ChatMessage, FinishReason, GenerationStats
 
@@ -32,14 +33,16 @@ def _entry(**config: Any) -> ModelEntry:
 
 
 def test_names_resolve_with_or_without_the_latest_tag() -> None:
-    registry = _registry("llama", "qwen:7b")
-    assert convert.model_id("llama", registry) == "llama"
-    assert convert.model_id("llama:latest", registry) == "llama"
-    assert convert.model_id("qwen:7b", registry) == "qwen:7b"
+    engine = Engine(_registry("llama", "qwen:7b"), SETTINGS)
+    assert engine.resolve("llama", latest_tag=True).id == "llama"
+    assert engine.resolve("llama:latest", latest_tag=True).id == "llama"
+    assert engine.resolve("qwen:7b", latest_tag=True).id == "qwen:7b"
     with pytest.raises(ModelNotFound):
-        convert.model_id("qwen", registry)
+        engine.resolve("qwen", latest_tag=True)
     with pytest.raises(ModelNotFound):
-        convert.model_id("llama:13b", registry)
+        engine.resolve("llama:13b", latest_tag=True)
+    with pytest.raises(ModelNotFound):
+        engine.resolve("llama:latest")
 
 
 def test_names_are_shown_with_a_tag() -> None:

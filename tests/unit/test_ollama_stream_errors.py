@@ -12,20 +12,21 @@ import pytest
 from fastapi.testclient import TestClient
 
 from heylook_llm.api.app import create_app
-from heylook_llm.backends.base import Backend
+from heylook_llm.backends.base import Backend, GeneratorBackend
 from heylook_llm.config.registry import ModelEntry, parse_registry
 from heylook_llm.config.settings import ApiMode, ServerSettings
 from heylook_llm.errors import GenerationFailed
-from heylook_llm.types import GenerationChunk, GenerationRequest
+from heylook_llm.types import Feature, GenerationChunk, GenerationRequest
 
 pytestmark = pytest.mark.unit
 
 
-class BreaksAfterTwoTokens(Backend):
+class BreaksAfterTwoTokens(GeneratorBackend):
     def load(self) -> None:
         self.facts.context_length = 128
+        self.features = frozenset({Feature.CHAT, Feature.COMPLETION})
 
-    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+    def generate_tokens(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
         yield GenerationChunk("one ", token_count=1)
         yield GenerationChunk("two ", token_count=1)
         raise GenerationFailed("the backend broke mid-way")

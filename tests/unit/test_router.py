@@ -29,7 +29,7 @@ def _request(model_id: str, tokens: int = 3) -> GenerationRequest:
 
 
 async def _generate(router: ModelRouter, model_id: str, tokens: int = 3) -> str:
-    active = await start_generation(router, _request(model_id, tokens))
+    active = await start_generation(router, router.entry(model_id), _request(model_id, tokens))
     try:
         return "".join([c.text async for c in active.chunks()])
     finally:
@@ -96,7 +96,7 @@ async def test_load_failure_is_reported_and_leaves_nothing_loaded() -> None:
 async def test_cancelled_generation_frees_the_model() -> None:
     world = FakeWorld(token_seconds=0.01)
     router = ModelRouter(_registry(["a"], 1), ServerSettings(), world.factory)
-    active = await start_generation(router, _request("a", tokens=10_000))
+    active = await start_generation(router, router.entry("a"), _request("a", tokens=10_000))
     seen = 0
     async for _chunk in active.chunks():
         seen += 1
@@ -112,11 +112,11 @@ async def test_queue_limit_answers_busy() -> None:
     world = FakeWorld(token_seconds=0.01)
     settings = dataclasses.replace(ServerSettings(), max_queued_requests_per_model=2)
     router = ModelRouter(_registry(["a"], 1), settings, world.factory)
-    first = await start_generation(router, _request("a", tokens=1000))
+    first = await start_generation(router, router.entry("a"), _request("a", tokens=1000))
     second = asyncio.create_task(_generate(router, "a"))
     await asyncio.sleep(0.05)
     with pytest.raises(ServerBusy) as err:
-        await start_generation(router, _request("a"))
+        await start_generation(router, router.entry("a"), _request("a"))
     assert err.value.retry_after_seconds >= 1
     first.close()
     assert await second == "t0 t1 t2 "

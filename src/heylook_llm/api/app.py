@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from heylook_llm import __version__
-from heylook_llm.api.capabilities import BackendProbe
 from heylook_llm.api.errors import install_error_handlers
 from heylook_llm.api.fields import UnknownFieldLog
 from heylook_llm.api.images import ImagePipeline
@@ -19,43 +18,29 @@ from heylook_llm.api.ollama.routes import routes as ollama_routes
 from heylook_llm.api.openai.routes import routes as openai_routes
 from heylook_llm.api.server_routes import routes as server_routes
 from heylook_llm.config.registry import Registry
-from heylook_llm.config.registry_store import RegistryStore
 from heylook_llm.config.settings import ServerSettings, user_cache_dir
 from heylook_llm.engine.metrics import MetricsRecorder
-from heylook_llm.engine.router import BackendFactory, ModelRouter
-from heylook_llm.errors import HeylookError
+from heylook_llm.engine.router import BackendFactory
+from heylook_llm.engine.service import Engine
 from heylook_llm.model_info import ModelInfoReader
 
 log = logging.getLogger(__name__)
 
 
-async def _preload(router: ModelRouter, model_id: str) -> None:
-    try:
-        await router.load(model_id)
-    except HeylookError as exc:
-        log.error("could not load start-up model '%s': %s (the server keeps running)", model_id, exc.message)
-    except Exception:
-        log.exception("could not load start-up model '%s' (the server keeps running)", model_id)
-
-
 def create_app(settings: ServerSettings, registry: Registry, backend_factory: BackendFactory | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        metrics: MetricsRecorder = app.state.metrics
-        router = (
-            ModelRouter(registry, settings, backend_factory, metrics=metrics)
-            if backend_factory
-            else ModelRouter(registry, settings, metrics=metrics)
-        )
-        app.state.router = router
+        reader = ModelInfoReader(digest_cache_file=user_cache_dir() / "digests.json")
+        engine = Engine(registry, settings, backend_factory, metrics=app.state.metrics, model_info=reader)
+        app.state.engine = engine
         startup = settings.startup_model_id or registry.default_model
-        preload = asyncio.create_task(_preload(router, startup)) if startup else None
+        preload = asyncio.create_task(engine.preload(startup)) if startup else None
         try:
             yield
         finally:
             if preload is not None:
                 preload.cancel()
-            await router.close()
+            await engine.close()
 
     app = FastAPI(
         title="heylookllm",
@@ -63,10 +48,8 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
         description="A local LLM server speaking the OpenAI and Ollama APIs, with llama.cpp and MLX backends.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
     app.state.metrics = MetricsRecorder()
     app.state.field_log = UnknownFieldLog()
-    app.state.backend_probe = BackendProbe()
     app.state.images = ImagePipeline(settings.images)
     install_error_handlers(app)
 
@@ -78,9 +61,6 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     if settings.api.serves_openai:
         app.include_router(openai_routes)
     if settings.api.serves_ollama:
-        app.state.model_info = ModelInfoReader(digest_cache_file=user_cache_dir() / "digests.json")
-        app.state.registry_store = RegistryStore(registry.source) if registry.source is not None else None
-        app.state.registry_lock = asyncio.Lock()
         app.include_router(ollama_routes)
         app.add_middleware(JsonBodyForOllama)
     return app

@@ -1,31 +1,26 @@
 """What this server offers now, for /v1/capabilities: read from the settings, the registry, the backends and the
 running process, never from a static list.
 
-Model features are asked of the backends themselves: each request feature is offered to the backend's
-`check_request` (the same check every real request passes), on the loaded backend when the model is loaded and
-on an unloaded instance otherwise. Backend modules are imported once per process, in a thread, to learn whether
-they import; no model is loaded for this.
+Model features come from the engine: what the loaded backend declares, or what an unloaded model is expected
+to declare (engine/features.py), the same sets the request check uses. Backend modules are imported once per
+process, in a thread, to learn whether they import; no model is loaded for this.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 import importlib.metadata
 import importlib.util
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
 from heylook_llm import __version__
-from heylook_llm.backends import BACKENDS, backend_key
-from heylook_llm.backends.base import Backend
-from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
+from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.backend_probe import BackendImport
 from heylook_llm.engine.batch import ProcessingMode
-from heylook_llm.engine.router import ModelRouter
-from heylook_llm.errors import HeylookError
-from heylook_llm.types import ChatMessage, GenerationRequest, SamplingParams
+from heylook_llm.engine.service import Engine
+from heylook_llm.types import Feature
 
 log = logging.getLogger(__name__)
 
@@ -51,105 +46,32 @@ def _version(distribution: str) -> str | None:
         return None
 
 
-@dataclass(slots=True)
-class BackendImport:
-    importable: bool
-    error: str | None = None
-    backend_class: type[Backend] | None = None
-
-
-@dataclass(slots=True)
-class BackendProbe:
-    """Imports each backend module at most once per process (kept on app.state, not in a module global)."""
-
-    results: dict[str, BackendImport] = field(default_factory=dict)
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def imports(self) -> dict[str, BackendImport]:
-        async with self.lock:
-            if not self.results:
-                self.results = await asyncio.to_thread(_import_backends)
-        return self.results
-
-
-def _import_backends() -> dict[str, BackendImport]:
-    results: dict[str, BackendImport] = {}
-    for key, target in BACKENDS.items():
-        module_name, class_name = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as exc:  # ImportError, or a native library failing to initialise
-            results[key] = BackendImport(False, f"{type(exc).__name__}: {exc}")
-            continue
-        results[key] = BackendImport(True, None, getattr(module, class_name))
-    return results
-
-
-def _accepts(backend: Backend, request: GenerationRequest) -> bool | None:
-    try:
-        backend.check_request(request)
-    except HeylookError:
-        return False
-    except Exception:
-        log.debug("probing %s failed", backend.entry.id, exc_info=True)
-        return None
-    return True
-
-
-def _features(entry: ModelEntry, backend: Backend | None, loaded: bool) -> dict[str, bool | None]:
-    embedding = "embedding" in entry.capabilities
-    features: dict[str, bool | None] = {
-        "chat": None,
-        "constrained_output": None,
-        "fill_in_middle": None,
-        "embedding": embedding,
-        "vision": "vision" in entry.capabilities,
+def _features(engine: Engine, entry: ModelEntry, loaded: bool) -> dict[str, bool | None]:
+    features = engine.features(entry)
+    return {
+        "chat": Feature.CHAT in features,
+        "constrained_output": Feature.RESPONSE_FORMAT in features,
+        # Fill-in-the-middle depends on tokens found at load time: only a loaded model can answer.
+        "fill_in_middle": (Feature.FILL_IN_MIDDLE in features) if loaded else None,
+        "embedding": Feature.EMBEDDING in features,
+        "vision": Feature.IMAGES in features,
     }
-    if backend is None:
-        return features
-    sampling = SamplingParams(max_tokens=1)
-    chat = GenerationRequest(entry.id, sampling, messages=[ChatMessage("user", "probe")])
-    features["chat"] = _accepts(backend, chat)
-    features["constrained_output"] = features["chat"] and _accepts(
-        backend, GenerationRequest(entry.id, sampling, messages=[ChatMessage("user", "probe")], response_format="json")
-    )
-    # Fill-in-the-middle depends on tokens found at load time: only a loaded model can answer.
-    if loaded:
-        fim = GenerationRequest(entry.id, sampling, prompt="def f(", suffix="\n")
-        features["fill_in_middle"] = _accepts(backend, fim)
-    return features
 
 
-def _context_length(entry: ModelEntry, backend: Backend | None, loaded: bool) -> int | None:
-    if loaded and backend is not None and backend.facts.context_length:
-        return backend.facts.context_length
-    if isinstance(entry.config, LlamaCppConfig):
-        return entry.config.n_ctx
-    return None
-
-
-def _model(
-    entry: ModelEntry, router: ModelRouter, settings: ServerSettings, imports: dict[str, BackendImport]
-) -> dict[str, Any]:
-    key = backend_key(entry)
-    loaded_model = router.loaded_model(entry.id)
-    backend: Backend | None = loaded_model.worker.backend if loaded_model is not None else None
+def _model(engine: Engine, entry: ModelEntry, imports: dict[str, BackendImport]) -> dict[str, Any]:
+    key = engine.backend_name(entry)
+    status = engine.loaded_status(entry)
     found = imports.get(key)
-    if backend is None and found is not None and found.backend_class is not None:
-        try:
-            backend = found.backend_class(entry, settings)
-        except Exception:
-            log.debug("could not make an unloaded %s backend for %s", key, entry.id, exc_info=True)
-    loaded = loaded_model is not None
+    context = status.facts.context_length if status is not None and status.facts.context_length else None
     return {
         "id": entry.id,
         "provider": entry.provider,
         "backend": key,
         "backend_importable": bool(found and found.importable),
-        "loaded": loaded,
-        "context_length": _context_length(entry, backend, loaded),
-        "max_parallel": backend.max_parallel if loaded and backend is not None else None,
-        "features": _features(entry, backend, loaded),
+        "loaded": status is not None,
+        "context_length": context or entry.config.context_size(),
+        "max_parallel": status.max_parallel if status is not None else None,
+        "features": _features(engine, entry, status is not None),
     }
 
 
@@ -185,10 +107,8 @@ def _limits(settings: ServerSettings, max_choices: int) -> dict[str, Any]:
     return limits
 
 
-async def capabilities(
-    router: ModelRouter, settings: ServerSettings, probe: BackendProbe, images: Any, max_choices: int
-) -> dict[str, Any]:
-    imports = await probe.imports()
+async def capabilities(engine: Engine, images: Any, max_choices: int) -> dict[str, Any]:
+    imports = await engine.backend_imports()
     backends = {
         key: {
             "importable": result.importable,
@@ -197,14 +117,14 @@ async def capabilities(
         }
         for key, result in imports.items()
     }
-    registry = router.registry
+    settings = engine.settings
     return {
         "object": "capabilities",
         "version": __version__,
         "apis": {"openai": settings.api.serves_openai, "ollama": settings.api.serves_ollama},
         "backends": backends,
-        "models": [_model(e, router, settings, imports) for e in registry.enabled()],
-        "max_loaded_models": registry.max_loaded_models,
+        "models": [_model(engine, e, imports) for e in engine.models()],
+        "max_loaded_models": engine.registry.max_loaded_models,
         "limits": _limits(settings, max_choices),
         "speedups": _speedups(images),
         "batch_processing_modes": [m.value for m in ProcessingMode] if settings.api.serves_openai else [],

@@ -1,24 +1,31 @@
-"""Typed access to what the app keeps on `app.state` (set up in app.py's lifespan)."""
+"""Typed access to what the app keeps on `app.state` (set up in app.py): the engine façade, the image pipeline,
+the unknown-field log and the metrics. Dialects reach the engine only through `engine_of`."""
 
 from __future__ import annotations
 
 from starlette.requests import Request
 
 from heylook_llm.api.fields import UnknownFieldLog
-from heylook_llm.config.settings import ServerSettings
-from heylook_llm.engine.router import ModelRouter
+from heylook_llm.api.images import ImagePipeline
+from heylook_llm.engine.metrics import MetricsRecorder
+from heylook_llm.engine.service import Engine
 
 
-def router_of(request: Request) -> ModelRouter:
-    router: ModelRouter = request.app.state.router
-    return router
+def engine_of(request: Request) -> Engine:
+    engine: Engine = request.app.state.engine
+    return engine
 
 
-def settings_of(request: Request) -> ServerSettings:
-    settings: ServerSettings = request.app.state.settings
-    return settings
+def images_of(request: Request) -> ImagePipeline:
+    images: ImagePipeline = request.app.state.images
+    return images
 
 
 def field_log_of(request: Request) -> UnknownFieldLog:
     log: UnknownFieldLog = request.app.state.field_log
     return log
+
+
+def metrics_of(request: Request) -> MetricsRecorder:
+    metrics: MetricsRecorder = request.app.state.metrics
+    return metrics

@@ -1,4 +1,8 @@
-"""What every backend provides: load a model, generate neutral chunks, embed, unload."""
+"""What every backend provides: load a model, run sequences (open / step / close), embed, unload.
+
+One interface: the worker opens a sequence per request and steps all of its sequences together. A backend that
+can only produce one token stream at a time derives from `GeneratorBackend`, which adapts a generator to it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Any
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import CapabilityError, GenerationFailed
-from heylook_llm.types import EmbeddingInputs, EmbeddingResult, GenerationChunk, GenerationRequest
+from heylook_llm.types import EmbeddingInputs, EmbeddingResult, Feature, GenerationChunk, GenerationRequest
 
 
 @dataclass(slots=True)
@@ -26,45 +30,41 @@ class ModelFacts:
 
 
 class Backend(abc.ABC):
-    """One loaded model. All methods run on the model's worker thread, never on the event loop."""
+    """One loaded model. All methods but `check_request` run on the model's worker thread, never on the event
+    loop."""
 
     def __init__(self, entry: ModelEntry, settings: ServerSettings) -> None:
         self.entry = entry
         self.settings = settings
         self.facts = ModelFacts()
+        self.features: frozenset[Feature] = frozenset()
+        """What this model implements, set by `load()`; a request using anything else is refused."""
 
     @abc.abstractmethod
     def load(self) -> None:
-        """Load weights; raise ModelLoadError with a reason a user can act on."""
+        """Load weights and set `features`; raise ModelLoadError with a reason a user can act on."""
 
     max_parallel: int = 1
     """Sequences the worker may step at once; backends that batch raise it after load()."""
 
+    @abc.abstractmethod
     def open_sequence(self, request: GenerationRequest) -> Any:
-        """Start one generation and return its handle for `step`; raise domain errors for a bad request.
+        """Start one generation and return its handle for `step`; raise domain errors for a bad request."""
 
-        By default the handle is the `generate()` generator, stepped one token at a time.
-        """
-        return self.generate(request)
-
+    @abc.abstractmethod
     def step(self, sequences: list[Any]) -> list[GenerationChunk | BaseException | None]:
         """Advance every sequence by one token: a chunk each (None: nothing yet, an exception: it failed).
+        The last chunk of a sequence has finish_reason and stats."""
 
-        Batching backends override this to run one forward pass for all sequences.
-        """
-        results: list[GenerationChunk | BaseException | None] = []
-        for sequence in sequences:
-            try:
-                results.append(next(sequence))
-            except StopIteration:
-                results.append(GenerationFailed("the backend ended the stream without a finish reason"))
-            except Exception as exc:
-                results.append(exc)
-        return results
+    @abc.abstractmethod
+    def close_sequence(self, sequence: Any) -> None:
+        """Release what a finished, failed or cancelled sequence holds."""
+
+    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+        """One sequence stepped by itself until it ends (tests and tools; the worker steps sequences together)."""
+        return self.run_alone(self.open_sequence(request))
 
     def run_alone(self, sequence: Any) -> Generator[GenerationChunk, None, None]:
-        """Step one opened sequence by itself until it ends, then close it (for `generate()` of batching
-        backends; the worker steps all sequences together instead)."""
         try:
             while True:
                 chunk = self.step([sequence])[0]
@@ -77,39 +77,11 @@ class Backend(abc.ABC):
         finally:
             self.close_sequence(sequence)
 
-    def close_sequence(self, sequence: Any) -> None:
-        """Release what a finished, failed or cancelled sequence holds."""
-        sequence.close()
-
-    @abc.abstractmethod
-    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
-        """Yield one chunk per generated token (text may be empty), the last with finish_reason and stats.
-
-        Raise domain errors (ContextLengthExceeded, InvalidRequest) before the first yield. The caller may
-        close the iterator between tokens to cancel.
-        """
-
     def check_request(self, request: GenerationRequest) -> None:
-        """Refuse request features this backend does not implement, before the request is queued.
-
-        Runs on the event loop, so it must only read what `load()` set. Backends override it as they learn
-        features; the base refuses every optional one so that none is silently ignored.
+        """Refuse what this model cannot do with a request that only uses declared features (for example a suffix
+        with chat messages), before the request is queued. Runs on the event loop: read only what `load()` set.
         """
-        if request.response_format is not None:
-            raise CapabilityError(
-                f"model '{self.entry.id}' ({self.entry.provider}) cannot constrain output to JSON (response_format)",
-                param="response_format",
-            )
-        if request.suffix is not None:
-            raise CapabilityError(
-                f"model '{self.entry.id}' ({self.entry.provider}) does not support fill-in-the-middle (suffix)",
-                param="suffix",
-            )
-        if request.context_tokens:
-            raise CapabilityError(
-                f"model '{self.entry.id}' ({self.entry.provider}) cannot continue from token ids (context)",
-                param="context",
-            )
+        return None
 
     def embed(self, inputs: EmbeddingInputs, *, truncate: bool = False) -> EmbeddingResult:
         """One vector per input (a text, or token ids of the model's own vocabulary); `truncate` cuts inputs
@@ -119,3 +91,32 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def unload(self) -> None:
         """Release the weights and any native memory."""
+
+
+class GeneratorBackend(Backend):
+    """A backend written as one generator per request, stepped one token at a time (no batching)."""
+
+    @abc.abstractmethod
+    def generate_tokens(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+        """Yield one chunk per generated token (text may be empty), the last with finish_reason and stats.
+
+        Raise domain errors (ContextLengthExceeded, InvalidRequest) before the first yield. The caller may
+        close the iterator between tokens to cancel.
+        """
+
+    def open_sequence(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+        return self.generate_tokens(request)
+
+    def step(self, sequences: list[Any]) -> list[GenerationChunk | BaseException | None]:
+        results: list[GenerationChunk | BaseException | None] = []
+        for sequence in sequences:
+            try:
+                results.append(next(sequence))
+            except StopIteration:
+                results.append(GenerationFailed("the backend ended the stream without a finish reason"))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def close_sequence(self, sequence: Any) -> None:
+        sequence.close()

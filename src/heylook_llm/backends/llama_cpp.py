@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,6 +27,7 @@ from heylook_llm.types import (
     ChatMessage,
     EmbeddingInputs,
     EmbeddingResult,
+    Feature,
     GenerationChunk,
     GenerationRequest,
     ResponseFormat,
@@ -58,9 +58,19 @@ class LlamaCppBackend(Backend):
         self.facts.size_bytes = cfg.model_path.stat().st_size
         if cfg.embedding:
             self._load_embedder()
+            self.features = frozenset({Feature.EMBEDDING})
         else:
             self._load_engine()
+            self.features = self._generation_features()
         self.facts.accelerator_bytes = _offloaded_bytes(self.facts.size_bytes, cfg.n_gpu_layers, self.facts.metadata)
+
+    def _generation_features(self) -> frozenset[Feature]:
+        found = {Feature.CHAT, Feature.COMPLETION, Feature.RESPONSE_FORMAT, Feature.CONTEXT_TOKENS}
+        if self._engine is not None and self._engine.vision is not None:
+            found.add(Feature.IMAGES)
+        if self._fim_tokens is not None:
+            found.add(Feature.FILL_IN_MIDDLE)
+        return frozenset(found)
 
     def _threads(self) -> int:
         # One-token steps leave a core to the event loop and the clients: llama.cpp's threads spin while they
@@ -160,22 +170,8 @@ class LlamaCppBackend(Backend):
 
     # --- requests -----------------------------------------------------------------------------
     def check_request(self, request: GenerationRequest) -> None:
-        if self.config.embedding:
-            raise CapabilityError(
-                f"model '{self.entry.id}' is an embedding model and cannot generate text", param="model"
-            )
-        if request.suffix is not None and self._fim_tokens is None:
-            raise CapabilityError(
-                f"model '{self.entry.id}' has no fill-in-the-middle tokens, so it cannot complete with a suffix",
-                param="suffix",
-            )
         if request.suffix is not None and request.messages is not None:
             raise InvalidRequest("suffix works with a prompt, not with chat messages", param="suffix")
-        if _has_images(request) and (self._engine is None or self._engine.vision is None):
-            raise CapabilityError(
-                f"model '{self.entry.id}' does not accept images: it has no vision projector (mmproj_path)",
-                param="messages",
-            )
 
     def _render_chat(self, messages: list[ChatMessage], may_add_bos: bool) -> tuple[str, bool]:
         """The chat template's text, and whether the tokenizer should still add the BOS token."""
@@ -239,7 +235,6 @@ class LlamaCppBackend(Backend):
                 raise ContextLengthExceeded(len(tokens), self.config.n_ctx)
             grammar = json_grammar_source(request.response_format) if request.response_format is not None else None
             return engine.open(tokens, request.sampling, grammar, request.return_tokens)
-        self.check_request(request)
         media = self._media_prompt(request)
         try:
             if media.token_count >= self.config.n_ctx:
@@ -256,10 +251,6 @@ class LlamaCppBackend(Backend):
     def close_sequence(self, sequence: Any) -> None:
         if self._engine is not None:
             self._engine.close(sequence)
-
-    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
-        """One sequence on its own, stepped until it finishes (the worker uses open/step/close directly)."""
-        return self.run_alone(self.open_sequence(request))
 
     def embed(self, inputs: EmbeddingInputs, *, truncate: bool = False) -> EmbeddingResult:
         if self._embedder is None:

@@ -23,7 +23,7 @@ from mlx_lm.generate import generate_step, speculative_generate_step
 from mlx_lm.models.cache import QuantizedKVCache, can_trim_prompt_cache
 from mlx_lm.utils import load_model, load_tokenizer, maybe_set_recommended_wired_limit
 
-from heylook_llm.backends.base import Backend
+from heylook_llm.backends.base import GeneratorBackend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.mlx_batch import BatchEngine, batchable_cache
 from heylook_llm.backends.mlx_support import (
@@ -45,13 +45,13 @@ from heylook_llm.backends.tokens import checked_context, common_prefix
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import MLXConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.errors import CapabilityError, ContextLengthExceeded, InvalidRequest, ModelLoadError
-from heylook_llm.types import FinishReason, GenerationChunk, GenerationRequest, GenerationStats
+from heylook_llm.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
+from heylook_llm.types import Feature, FinishReason, GenerationChunk, GenerationRequest, GenerationStats
 
 log = logging.getLogger(__name__)
 
 
-class MLXBackend(Backend):
+class MLXBackend(GeneratorBackend):
     def __init__(self, entry: ModelEntry, settings: ServerSettings) -> None:
         super().__init__(entry, settings)
         assert isinstance(entry.config, MLXConfig)
@@ -106,6 +106,7 @@ class MLXBackend(Backend):
         self.facts.accelerator_bytes = self.facts.size_bytes if on_gpu else 0
         self.facts.chat_template = self._template.source
         self.facts.metadata = _metadata(config, cfg, self.facts.context_length)
+        self.features = frozenset({Feature.CHAT, Feature.COMPLETION, Feature.CONTEXT_TOKENS})
 
     def _batch_engine(self, sample_cache: list[Any]) -> BatchEngine | None:
         """mlx-lm's batch generator for this model, or None where it cannot honour the model's settings."""
@@ -161,18 +162,6 @@ class MLXBackend(Backend):
             raise ModelLoadError(self.entry.id, f"the chat template does not compile: {exc}") from exc
 
     # --- generation -----------------------------------------------------------------------------
-    def check_request(self, request: GenerationRequest) -> None:
-        # Continuing from token ids (context_tokens) is supported; constrained output and infilling are not yet.
-        if request.response_format is not None:
-            raise CapabilityError(
-                f"model '{self.entry.id}' (mlx) cannot constrain output to JSON (response_format)",
-                param="response_format",
-            )
-        if request.suffix is not None:
-            raise CapabilityError(
-                f"model '{self.entry.id}' (mlx) does not support fill-in-the-middle (suffix)", param="suffix"
-            )
-
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         tokenizer = self._tokenizer
         context = checked_context(request.context_tokens, self._vocab_size)
@@ -207,7 +196,7 @@ class MLXBackend(Backend):
 
     def open_sequence(self, request: GenerationRequest) -> Any:
         if self._batch is None:
-            return self.generate(request)
+            return self.generate_tokens(request)
         tokens, sampler, processors = self._prepare(request)
         budget = min(request.sampling.max_tokens, self.facts.context_length - len(tokens))
         return self._batch.open(
@@ -230,9 +219,7 @@ class MLXBackend(Backend):
         else:
             self._batch.close(sequence)
 
-    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
-        if self._batch is not None:
-            return self.run_alone(self.open_sequence(request))
+    def generate_tokens(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
         tokens, sampler, processors = self._prepare(request)
         return self._generate(request, tokens, sampler, processors)
 

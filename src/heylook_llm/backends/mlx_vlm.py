@@ -25,7 +25,7 @@ from mlx_vlm.generate import stream_generate
 from mlx_vlm.utils import load as load_vision_model
 from PIL import Image
 
-from heylook_llm.backends.base import Backend
+from heylook_llm.backends.base import GeneratorBackend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.mlx_support import (
     TokenDecoder,
@@ -41,14 +41,14 @@ from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import MLXConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import ContextLengthExceeded, InvalidRequest, ModelLoadError
-from heylook_llm.types import ChatMessage, FinishReason, GenerationChunk, GenerationRequest, GenerationStats
+from heylook_llm.types import ChatMessage, Feature, FinishReason, GenerationChunk, GenerationRequest, GenerationStats
 
 log = logging.getLogger(__name__)
 
 _PREPARED_KEYS = ("input_ids", "pixel_values", "attention_mask")
 
 
-class MLXVisionBackend(Backend):
+class MLXVisionBackend(GeneratorBackend):
     def __init__(self, entry: ModelEntry, settings: ServerSettings) -> None:
         super().__init__(entry, settings)
         assert isinstance(entry.config, MLXConfig)
@@ -87,6 +87,7 @@ class MLXVisionBackend(Backend):
         on_gpu = mx.default_device().type == mx.DeviceType.gpu
         self.facts.accelerator_bytes = self.facts.size_bytes if on_gpu else 0
         self.facts.chat_template = self._template.source
+        self.features = frozenset({Feature.CHAT, Feature.COMPLETION, Feature.IMAGES})
         arch = str(config.get("model_type", "unknown"))
         self.facts.metadata = {
             "general.architecture": arch,
@@ -127,7 +128,7 @@ class MLXVisionBackend(Backend):
             raise InvalidRequest(f"the model's processor could not prepare the request: {exc}") from exc
         return {key: prepared[key] for key in prepared}
 
-    def generate(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
+    def generate_tokens(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
         params = request.sampling
         prompt, images = self._prompt(request)
         inputs = self._inputs(prompt, images)

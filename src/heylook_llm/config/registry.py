@@ -79,6 +79,16 @@ class LlamaCppConfig(_SamplingDefaults):
             stop=self.stop,
         )
 
+    def context_size(self) -> int | None:
+        """The context window set in models.yaml (None: the model's own)."""
+        return self.n_ctx
+
+    def template_override(self) -> str | None:
+        """The chat template models.yaml sets instead of the model file's (None: the file's)."""
+        if self.chat_template is not None:
+            return self.chat_template
+        return CHAT_FORMATS[self.chat_format] if self.chat_format is not None else None
+
     def resolve_paths(self, base: Path) -> None:
         self.model_path = _resolve(base, self.model_path)
         if self.mmproj_path is not None:
@@ -140,6 +150,13 @@ class MLXConfig(_SamplingDefaults):
             stop=self.stop,
         )
 
+    def context_size(self) -> int | None:
+        """MLX models use their own context window (a rotating cache bounds memory, not the window)."""
+        return None
+
+    def template_override(self) -> str | None:
+        return None
+
     def resolve_paths(self, base: Path) -> None:
         self.model_path = _resolve(base, self.model_path)
         if self.draft_model_path is not None:
@@ -178,17 +195,6 @@ class ModelEntry(_Strict):
         and system prompt (aliases and variants made by Ollama's /api/copy and /api/create)."""
         load_fields = self.config.model_dump(mode="json", exclude=set(SAMPLING_CONFIG_FIELDS))
         return json.dumps({"provider": self.provider, **load_fields}, sort_keys=True)
-
-    @property
-    def capabilities(self) -> list[str]:
-        if isinstance(self.config, LlamaCppConfig) and self.config.embedding:
-            return ["embedding"]
-        caps = ["completion"]
-        if isinstance(self.config, MLXConfig) and self.config.vision:
-            caps.append("vision")
-        if isinstance(self.config, LlamaCppConfig) and self.config.mmproj_path is not None:
-            caps.append("vision")
-        return caps
 
 
 class Registry(_Strict):

@@ -25,8 +25,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from heylook_llm.engine.fanout import Piece, interleave, started
-from heylook_llm.engine.router import ModelRouter, start_generation
+from heylook_llm.engine.fanout import Piece, StartGeneration, interleave, started
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import ChatMessage, GenerationRequest, GenerationStats
 
@@ -150,13 +149,13 @@ def _group_request(base: GenerationRequest, index: int, messages: list[ChatMessa
     return dataclasses.replace(base, messages=messages, request_id=request_id)
 
 
-async def _evaluate_shared_prefix(router: ModelRouter, base: GenerationRequest, run: BatchRun) -> None:
+async def _evaluate_shared_prefix(start: StartGeneration, base: GenerationRequest, run: BatchRun) -> None:
     """Generate one token after the shared messages so their tokens sit in the prefix cache before the groups
     start; a failure here is left for the groups to report (they hold the same prefix)."""
     sampling = dataclasses.replace(base.sampling, max_tokens=1, temperature=0.0, stop=())
     request = dataclasses.replace(base, messages=run.shared, sampling=sampling, response_format=None)
     try:
-        active = await start_generation(router, request)
+        active = await start(request)
     except HeylookError as exc:
         log.info("evaluating the shared prefix of a batch failed: %s", exc.message)
         return
@@ -171,7 +170,7 @@ async def _evaluate_shared_prefix(router: ModelRouter, base: GenerationRequest, 
 
 
 async def run_batch(
-    router: ModelRouter, base: GenerationRequest, mode: ProcessingMode, split: Groups, run: BatchRun | None = None
+    start: StartGeneration, base: GenerationRequest, mode: ProcessingMode, split: Groups, run: BatchRun | None = None
 ) -> AsyncIterator[Piece]:
     """Run every group of `split` in `mode`, yielding each group's chunks (or its error) tagged with its index.
 
@@ -184,29 +183,29 @@ async def run_batch(
     run.started = time.perf_counter()
     try:
         if mode.parallel:
-            async for piece in _parallel(router, base, run):
+            async for piece in _parallel(start, base, run):
                 yield piece
         else:
-            async for piece in _sequential(router, base, run):
+            async for piece in _sequential(start, base, run):
                 yield piece
     finally:
         run.ended = time.perf_counter()
 
 
-async def _parallel(router: ModelRouter, base: GenerationRequest, run: BatchRun) -> AsyncIterator[Piece]:
+async def _parallel(start: StartGeneration, base: GenerationRequest, run: BatchRun) -> AsyncIterator[Piece]:
     if run.shared and run.mode is ProcessingMode.PARALLEL_WITH_CONTEXT:
-        await _evaluate_shared_prefix(router, base, run)
+        await _evaluate_shared_prefix(start, base, run)
     run.requests = [_group_request(base, i, [*run.shared, *g]) for i, g in enumerate(run.groups)]
     now = time.perf_counter()
     for timing in run.timings:
         timing.started = now
-    async for piece in interleave([started(router, r) for r in run.requests]):
+    async for piece in interleave([started(start, r) for r in run.requests]):
         if piece.error is not None or (piece.chunk is not None and piece.chunk.finish_reason is not None):
             run.timings[piece.index].ended = time.perf_counter()
         yield piece
 
 
-async def _sequential(router: ModelRouter, base: GenerationRequest, run: BatchRun) -> AsyncIterator[Piece]:
+async def _sequential(start: StartGeneration, base: GenerationRequest, run: BatchRun) -> AsyncIterator[Piece]:
     history: list[ChatMessage] = []
     keep_history = run.mode is ProcessingMode.SEQUENTIAL_WITH_CONTEXT
     for index, group in enumerate(run.groups):
@@ -216,7 +215,7 @@ async def _sequential(router: ModelRouter, base: GenerationRequest, run: BatchRu
         timing.started = time.perf_counter()
         answer: list[str] = []
         try:
-            active = await start_generation(router, request)
+            active = await start(request)
             try:
                 async for chunk in active.chunks():
                     answer.append(chunk.text)

@@ -12,12 +12,15 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
-from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
+from heylook_llm.engine.router import ActiveGeneration
 from heylook_llm.errors import HeylookError
 from heylook_llm.types import FinishReason, GenerationChunk, GenerationRequest, GenerationStats
 
 Starter = Callable[[], Awaitable[ActiveGeneration]]
 """Starts one generation (and raises its domain error if the prompt is refused)."""
+
+StartGeneration = Callable[[GenerationRequest], Awaitable[ActiveGeneration]]
+"""Starts a generation of a request on the model these requests are for (see Engine.starter)."""
 
 
 @dataclass(slots=True)
@@ -54,20 +57,18 @@ async def collect(active: ActiveGeneration, started: float) -> Finished:
     raise AssertionError("a generation ended without a finish reason")
 
 
-async def run_one(router: ModelRouter, request: GenerationRequest, keep_alive: float | None = None) -> Outcome:
+async def run_one(start: StartGeneration, request: GenerationRequest) -> Outcome:
     started = time.perf_counter()
     try:
-        active = await start_generation(router, request, keep_alive=keep_alive)
+        active = await start(request)
         return await collect(active, started)
     except HeylookError as exc:
         return exc
 
 
-async def run_together(
-    router: ModelRouter, requests: list[GenerationRequest], keep_alive: float | None = None
-) -> list[Outcome]:
+async def run_together(start: StartGeneration, requests: list[GenerationRequest]) -> list[Outcome]:
     """Submit every request at once and wait for all; one failing leaves the others running to their end."""
-    results = await asyncio.gather(*(run_one(router, r, keep_alive) for r in requests), return_exceptions=True)
+    results = await asyncio.gather(*(run_one(start, r) for r in requests), return_exceptions=True)
     outcomes: list[Outcome] = []
     for result in results:
         if isinstance(result, BaseException) and not isinstance(result, HeylookError):
@@ -130,13 +131,13 @@ async def interleave(starters: list[Starter]) -> AsyncGenerator[Piece, None]:
                 await task
 
 
-def started(router: ModelRouter, request: GenerationRequest, keep_alive: float | None = None) -> Starter:
+def started(start: StartGeneration, request: GenerationRequest) -> Starter:
     """A starter for `interleave` that submits `request`."""
 
-    async def start() -> ActiveGeneration:
-        return await start_generation(router, request, keep_alive=keep_alive)
+    async def begin() -> ActiveGeneration:
+        return await start(request)
 
-    return start
+    return begin
 
 
 def already_started(active: ActiveGeneration) -> Starter:

@@ -24,7 +24,9 @@ from heylook_llm.backends.base import Backend
 from heylook_llm.config.durations import format_duration
 from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.features import refuse_undeclared
 from heylook_llm.engine.metrics import MetricsRecorder, ModelLoadState
+from heylook_llm.engine.output import OutputParser, PassThrough
 from heylook_llm.engine.worker import GenerationStream, ModelWorker
 from heylook_llm.errors import HeylookError, InvalidRequest, ModelNotFound, ServerBusy
 from heylook_llm.types import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats
@@ -141,12 +143,12 @@ class ModelRouter:
                 model.keep_alive = 0.0
         self._expiry_changed.set()
 
-    async def checkout(self, model_id: str, *, keep_alive: float | None = None) -> Lease:
-        """Hold `model_id` loaded (loading it first if needed) until the lease is released.
+    async def checkout(self, entry: ModelEntry, *, keep_alive: float | None = None) -> Lease:
+        """Hold the model loaded (loading it first if needed) until the lease is released.
 
         `keep_alive` (seconds, `math.inf` for ever) replaces the model's keep-alive; None means the server default.
         """
-        entry = self.entry(model_id)
+        model_id = entry.id
         if keep_alive is None:
             keep_alive = self.settings.keep_alive_seconds
         if keep_alive < 0 or math.isnan(keep_alive):
@@ -167,8 +169,8 @@ class ModelRouter:
         return lease
 
     @asynccontextmanager
-    async def acquire(self, model_id: str, *, keep_alive: float | None = None) -> AsyncIterator[Lease]:
-        lease = await self.checkout(model_id, keep_alive=keep_alive)
+    async def acquire(self, entry: ModelEntry, *, keep_alive: float | None = None) -> AsyncIterator[Lease]:
+        lease = await self.checkout(entry, keep_alive=keep_alive)
         try:
             yield lease
         finally:
@@ -181,9 +183,9 @@ class ModelRouter:
         if model.in_flight == 0:
             self._expiry_changed.set()
 
-    async def load(self, model_id: str, *, keep_alive: float | None = None) -> None:
+    async def load(self, entry: ModelEntry, *, keep_alive: float | None = None) -> None:
         """Load a model without using it (start-up, preloading, Ollama's empty requests)."""
-        async with self.acquire(model_id, keep_alive=keep_alive):
+        async with self.acquire(entry, keep_alive=keep_alive):
             pass
 
     async def unload(self, model_id: str) -> bool:
@@ -331,7 +333,8 @@ def with_entry_defaults(request: GenerationRequest, entry: ModelEntry) -> Genera
 class ActiveGeneration:
     """A generation that has started: the model is held until `close()`, which also cancels the worker side.
 
-    `close()` is synchronous so that it runs to the end in the `finally` of a task being cancelled.
+    `close()` is synchronous so that it runs to the end in the `finally` of a task being cancelled. Chunks pass
+    through `parser`, the model's output parser (tool calls, reasoning), once, before any dialect sees them.
     """
 
     def __init__(self, lease: Lease, stream: GenerationStream, first: GenerationChunk) -> None:
@@ -339,8 +342,13 @@ class ActiveGeneration:
         self._stream = stream
         self.first = first
         self._ended = False
+        self.parser: OutputParser = PassThrough()
 
     async def chunks(self) -> AsyncIterator[GenerationChunk]:
+        async for chunk in self._raw_chunks():
+            yield self.parser.parse(chunk)
+
+    async def _raw_chunks(self) -> AsyncIterator[GenerationChunk]:
         chunk = self.first
         while True:
             if chunk.finish_reason is not None and not self._ended:
@@ -369,22 +377,23 @@ class ActiveGeneration:
 
 
 async def start_generation(
-    router: ModelRouter, request: GenerationRequest, *, keep_alive: float | None = None
+    router: ModelRouter, entry: ModelEntry, request: GenerationRequest, *, keep_alive: float | None = None
 ) -> ActiveGeneration:
     """Acquire the model, queue the request and wait until the prompt is accepted (errors surface here).
 
     `keep_alive`: seconds the model stays loaded after this request (None: the server default).
     """
-    entry = router.entry(request.model_id)
     request = with_entry_defaults(request, entry)
     try:
-        lease = await router.checkout(request.model_id, keep_alive=keep_alive)
+        lease = await router.checkout(entry, keep_alive=keep_alive)
     except HeylookError as exc:
         router.metrics.generation_failed(entry.id, exc)
         raise
     stream: GenerationStream | None = None
     try:
-        lease.worker.backend.check_request(request)
+        backend = lease.worker.backend
+        refuse_undeclared(request, backend.features, entry.id)
+        backend.check_request(request)
         stream = lease.worker.submit(request)
         first = await anext(stream)
     except BaseException as exc:

@@ -120,23 +120,19 @@ class GenerationStream:
         return item
 
     def _take(self) -> GenerationChunk | BaseException:
-        """Everything queued, merged into one chunk (text joined, tokens summed); an error stands alone."""
-        first = self._items[0]
-        if isinstance(first, BaseException):
-            self._items.popleft()
+        """Everything queued, merged into one chunk (text, reasoning, tool-call pieces, token ids and logprobs
+        all kept, in order); an error stands alone."""
+        first = self._items.popleft()
+        if isinstance(first, BaseException) or first.finish_reason is not None:
             return first
-        parts: list[str] = []
-        tokens = 0
+        merged = first
         while self._items and not isinstance(self._items[0], BaseException):
             chunk = self._items.popleft()
             assert not isinstance(chunk, BaseException)
-            parts.append(chunk.text)
-            tokens += chunk.token_count
+            merged.absorb(chunk)
             if chunk.finish_reason is not None:
-                chunk.text = "".join(parts)
-                chunk.token_count = tokens
-                return chunk
-        return GenerationChunk("".join(parts), token_count=tokens)
+                break
+        return merged
 
 
 def wake_streams(streams: list[GenerationStream]) -> None:

@@ -10,7 +10,6 @@ from pydantic import BaseModel, Field
 
 from heylook_llm.api.images.codec import ResizeOptions, TurboJpegCodec, load_turbojpeg, process_image
 from heylook_llm.api.images.sources import ImageRef, read_ref
-from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
 from heylook_llm.config.settings import ImageSettings
 from heylook_llm.errors import CapabilityError, LimitExceeded
 from heylook_llm.types import ImageData
@@ -41,16 +40,14 @@ class ResizeFields(BaseModel):
         )
 
 
-def require_vision(entry: ModelEntry, refs: list[ImageRef]) -> None:
+def require_vision(model_id: str, accepts_images: bool, refs: list[ImageRef]) -> None:
     """Refuse images for a model that cannot see them, before any image is read."""
-    if not refs or "vision" in entry.capabilities:
+    if not refs or accepts_images:
         return
-    if isinstance(entry.config, LlamaCppConfig):
-        reason = "it has no vision projector (set mmproj_path for a GGUF model)"
-    else:
-        reason = "it has no vision (set vision: true for an mlx-vlm model)"
     raise CapabilityError(
-        f"model '{entry.id}' does not accept images: {reason}; {refs[0].label} is an image", param=refs[0].label
+        f"model '{model_id}' does not accept images (a GGUF model needs mmproj_path, an MLX model vision: true); "
+        f"{refs[0].label} is an image",
+        param=refs[0].label,
     )
 
 
@@ -66,9 +63,11 @@ class ImagePipeline:
     def turbojpeg(self) -> bool:
         return self._turbo is not None
 
-    async def prepare(self, entry: ModelEntry, refs: list[ImageRef], options: ResizeOptions) -> list[ImageData]:
+    async def prepare(
+        self, model_id: str, accepts_images: bool, refs: list[ImageRef], options: ResizeOptions
+    ) -> list[ImageData]:
         """ImageData for every reference, in order; domain errors name the image and the limit."""
-        require_vision(entry, refs)
+        require_vision(model_id, accepts_images, refs)
         if not refs:
             return []
         limit = self.limits.max_images_per_request

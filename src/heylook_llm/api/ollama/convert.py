@@ -12,10 +12,10 @@ from heylook_llm.api.images import ImageRef
 from heylook_llm.api.ollama import refusals
 from heylook_llm.api.ollama.go_template import render_go_template
 from heylook_llm.api.ollama.schemas import ChatRequest, GenerateRequest, JsonFormat, Message, Options
-from heylook_llm.config.registry import LlamaCppConfig, ModelEntry, Registry
+from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.sampling import resolve_sampling
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.errors import InvalidRequest, ModelNotFound
+from heylook_llm.errors import InvalidRequest
 from heylook_llm.model_info import ModelFileInfo
 from heylook_llm.types import (
     ChatMessage,
@@ -36,16 +36,6 @@ NEVER_EXPIRES = "9999-12-31T23:59:59Z"
 
 
 # --- names -----------------------------------------------------------------------------------------------
-
-
-def model_id(name: str, registry: Registry) -> str:
-    """The registry id for an Ollama model name: exact match first, then without a `:latest` tag."""
-    if registry.get(name) is not None:
-        return name
-    base = name.removesuffix(":latest")
-    if base != name and registry.get(base) is not None:
-        return base
-    raise ModelNotFound(name, [m.id for m in registry.enabled()])
 
 
 def new_model_id(name: str) -> str:
@@ -311,21 +301,12 @@ def running_model(
     }
 
 
-def capabilities(entry: ModelEntry, info: ModelFileInfo) -> list[str]:
-    """What the model really does here: tool calling and thinking are not offered, so never listed."""
-    found = list(entry.capabilities)
-    if info.has_vision and "vision" not in found and "completion" in found:
-        found.append("vision")
-    if "completion" in found and info.has_fill_in_middle and entry.provider == "llama_cpp":
-        found.append("insert")
-    return found
-
-
 def _parameter_lines(entry: ModelEntry) -> list[tuple[str, str]]:
     defaults = entry.config.sampling_defaults()
     lines: list[tuple[str, str]] = []
-    if isinstance(entry.config, LlamaCppConfig):
-        lines.append(("num_ctx", str(entry.config.n_ctx)))
+    context = entry.config.context_size()
+    if context is not None:
+        lines.append(("num_ctx", str(context)))
     for name, value in (
         ("temperature", defaults.temperature),
         ("top_p", defaults.top_p),

@@ -3,10 +3,7 @@ models instead. Also `GET /` and /api/version, which clients use to find an Olla
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -27,12 +24,12 @@ from heylook_llm.api.ollama.schemas import (
     ShowResponse,
     VersionResponse,
 )
-from heylook_llm.api.state import field_log_of, router_of
-from heylook_llm.config.chat_formats import CHAT_FORMATS
-from heylook_llm.config.registry import LlamaCppConfig, ModelEntry, Registry
-from heylook_llm.config.registry_store import RegistryStore
+from heylook_llm.api.state import engine_of, field_log_of
+from heylook_llm.config.registry import ModelEntry
+from heylook_llm.engine.features import capability_names
+from heylook_llm.engine.service import Engine
 from heylook_llm.errors import CapabilityError, InvalidRequest, ModelLoadError, ModelNotFound
-from heylook_llm.model_info import ModelFileError, ModelFileInfo, ModelInfoReader, read_model_files
+from heylook_llm.model_info import ModelFileInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,38 +44,15 @@ HOW_TO_ADD = (
 model_routes = APIRouter()
 
 
-def _reader(request: Request) -> ModelInfoReader:
-    reader: ModelInfoReader = request.app.state.model_info
-    return reader
-
-
-def _store(request: Request) -> RegistryStore:
-    store: RegistryStore | None = request.app.state.registry_store
-    if store is None:
-        raise CapabilityError("the models were not loaded from a models.yaml file, so they cannot be changed")
-    return store
-
-
-async def _facts(reader: ModelInfoReader, entry: ModelEntry) -> tuple[ModelFileInfo, str]:
+async def _facts(engine: Engine, entry: ModelEntry) -> tuple[ModelFileInfo, str]:
     """File facts and digest, read off the event loop (hashing a large file takes seconds, once)."""
-    path: Path = entry.config.model_path
-    try:
-        info = await asyncio.to_thread(reader.info, path)
-        digest = await asyncio.to_thread(reader.digest, path)
-    except (ModelFileError, OSError) as exc:
-        raise ModelLoadError(entry.id, f"its files cannot be read: {exc}") from exc
-    return info, digest
+    return await engine.file_info(entry), await engine.digest(entry)
 
 
 def _template(entry: ModelEntry, info: ModelFileInfo) -> str:
     """The chat template requests are formatted with (models.yaml overrides the file's own)."""
-    config = entry.config
-    if isinstance(config, LlamaCppConfig):
-        if config.chat_template is not None:
-            return config.chat_template
-        if config.chat_format is not None:
-            return CHAT_FORMATS[config.chat_format]
-    return info.chat_template or ""
+    override = entry.config.template_override()
+    return override if override is not None else (info.chat_template or "")
 
 
 @model_routes.get("/", response_class=PlainTextResponse, summary="Ollama is running")
@@ -98,11 +72,11 @@ async def version() -> Response:
 async def tags(request: Request) -> Response:
     if request.method == "HEAD":
         return Response(media_type="application/json")
-    reader = _reader(request)
+    engine = engine_of(request)
     listed: list[dict[str, Any]] = []
-    for entry in router_of(request).registry.enabled():
+    for entry in engine.models():
         try:
-            info, digest = await _facts(reader, entry)
+            info, digest = await _facts(engine, entry)
         except ModelLoadError as exc:
             log.warning("/api/tags leaves out %s", exc.message)
             continue
@@ -113,18 +87,16 @@ async def tags(request: Request) -> Response:
 @model_routes.post("/api/show", response_model=ShowResponse, summary="Details, metadata and template of a model")
 async def show(body: ModelRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
-    router = router_of(request)
-    entry = router.entry(convert.model_id(body.model, router.registry))
-    info, _ = await _facts(_reader(request), entry)
-    if body.verbose:
-        info = await asyncio.to_thread(read_model_files, entry.config.model_path, include_large_arrays=True)
+    engine = engine_of(request)
+    entry = engine.resolve(body.model, latest_tag=True)
+    info = await engine.file_info(entry, large_arrays=body.verbose)
     payload: dict[str, Any] = {
         "modelfile": convert.modelfile_text(entry, info),
         "parameters": convert.parameters_text(entry),
         "template": _template(entry, info),
         "details": convert.details(info, entry),
         "model_info": convert.model_info(info),
-        "capabilities": convert.capabilities(entry, info),
+        "capabilities": capability_names(engine.features(entry, info)),
         "modified_at": convert.timestamp(info.modified_at),
     }
     if entry.system:
@@ -134,12 +106,12 @@ async def show(body: ModelRequest, request: Request) -> Response:
 
 @model_routes.get("/api/ps", response_model=ProcessResponse, summary="Models loaded now, with their expiry")
 async def running(request: Request) -> Response:
-    reader = _reader(request)
+    engine = engine_of(request)
     rows: list[dict[str, Any]] = []
-    for model in router_of(request).loaded():
-        facts = model.worker.backend.facts
+    for model in engine.loaded():
+        facts = model.facts
         try:
-            info, digest = await _facts(reader, model.entry)
+            info, digest = await _facts(engine, model.entry)
         except ModelLoadError as exc:
             log.warning("/api/ps: %s", exc.message)
             continue
@@ -150,38 +122,27 @@ async def running(request: Request) -> Response:
                 digest,
                 size_bytes=facts.size_bytes or info.size_bytes,
                 accelerator_bytes=facts.accelerator_bytes,
-                expires_at=model.expires_at(),
+                expires_at=model.expires_at,
                 context_length=facts.context_length or info.context_length,
             )
         )
     return OrjsonResponse({"models": rows})
 
 
-async def _edit_registry(request: Request, edit: Callable[[RegistryStore], Registry]) -> None:
-    """Run one models.yaml edit at a time (off the loop) and serve the result."""
-    store = _store(request)
-    lock: asyncio.Lock = request.app.state.registry_lock
-    async with lock:
-        registry = await asyncio.to_thread(edit, store)
-        router_of(request).replace_registry(registry)
-
-
 @model_routes.post("/api/copy", summary="Copy a model: a new name for the same weights (models.yaml alias)")
 async def copy_model(body: CopyRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
-    router = router_of(request)
-    source = convert.model_id(body.source, router.registry)
-    destination = convert.new_model_id(body.destination)
-    await _edit_registry(request, lambda store: store.copy_entry(source, destination))
+    engine = engine_of(request)
+    source = engine.resolve(body.source, latest_tag=True)
+    await engine.copy_model(source, convert.new_model_id(body.destination))
     return Response(status_code=200)
 
 
 @model_routes.delete("/api/delete", summary="Remove a model from models.yaml (its files are kept)")
 async def delete_model(body: ModelRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
-    router = router_of(request)
-    model_id = convert.model_id(body.model, router.registry)
-    await _edit_registry(request, lambda store: store.remove_entry(model_id))
+    engine = engine_of(request)
+    await engine.delete_model(engine.resolve(body.model, latest_tag=True))
     return Response(status_code=200)
 
 
@@ -207,24 +168,25 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
         raise CapabilityError("messages (a stored conversation) are not supported in models.yaml", param="messages")
     if not body.from_:
         raise InvalidRequest("from is required: the name of the model to make the variant of", param="from")
-    router = router_of(request)
-    base = convert.model_id(body.from_, router.registry)
+    engine = engine_of(request)
+    base = engine.resolve(body.from_, latest_tag=True)
     try:
         options = Options.model_validate(body.parameters or {})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"invalid request: parameters: {problems}", param="parameters") from exc
     field_log_of(request).note("Ollama", refusals.check_create(body, options))
-    new_id = convert.new_model_id(body.model)
     sampling = convert.sampling(options, where="parameters")
     template = _checked_jinja(body.template) if body.template is not None else None
-    await _edit_registry(
-        request,
-        lambda store: store.add_variant(
-            base, new_id, system=body.system, sampling=sampling, chat_template=template, context_length=options.num_ctx
-        ),
+    await engine.add_variant(
+        base,
+        convert.new_model_id(body.model),
+        system=body.system,
+        sampling=sampling,
+        chat_template=template,
+        context_length=options.num_ctx,
     )
-    statuses = [f"using the weights of {convert.display_name(base)}", "writing models.yaml", "success"]
+    statuses = [f"using the weights of {convert.display_name(base.id)}", "writing models.yaml", "success"]
     if body.stream:
         return Response(b"".join(ndjson_line({"status": s}) for s in statuses), media_type=NDJSON)
     return OrjsonResponse({"status": "success"})
@@ -233,9 +195,8 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
 @model_routes.post("/api/pull", summary="Answers success for a model already served; nothing is downloaded")
 async def pull(body: PullRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
-    router = router_of(request)
     try:
-        convert.model_id(body.model, router.registry)
+        engine_of(request).resolve(body.model, latest_tag=True)
     except ModelNotFound:
         return OrjsonResponse({"error": f"model '{body.model}' is not available: {HOW_TO_ADD}"}, status_code=404)
     if body.stream:

@@ -13,7 +13,6 @@ from starlette.responses import Response, StreamingResponse
 from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
-from heylook_llm.api.images import ImagePipeline
 from heylook_llm.api.ollama import convert, refusals
 from heylook_llm.api.ollama.model_routes import model_routes
 from heylook_llm.api.ollama.schemas import (
@@ -25,11 +24,12 @@ from heylook_llm.api.ollama.schemas import (
     GenerationPiece,
     error_schema,
 )
-from heylook_llm.api.state import field_log_of, router_of, settings_of
+from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
+from heylook_llm.engine.router import ActiveGeneration
+from heylook_llm.engine.service import Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
-from heylook_llm.types import EmbeddingResult, FinishReason, GenerationStats
+from heylook_llm.types import Feature, FinishReason, GenerationStats, ImageData
 
 NDJSON = "application/x-ndjson"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -51,13 +51,8 @@ routes = APIRouter(tags=["Ollama"], responses=ERRORS)
 routes.include_router(model_routes)
 
 
-def _images(request: Request) -> ImagePipeline:
-    images: ImagePipeline = request.app.state.images
-    return images
-
-
-def _entry(router: ModelRouter, name: str) -> ModelEntry:
-    return router.entry(convert.model_id(name, router.registry))
+def _entry(engine: Engine, name: str) -> ModelEntry:
+    return engine.resolve(name, latest_tag=True)
 
 
 def _single(payload: dict[str, Any], stream: bool) -> Response:
@@ -67,14 +62,22 @@ def _single(payload: dict[str, Any], stream: bool) -> Response:
     return OrjsonResponse(payload)
 
 
-async def _load_only(router: ModelRouter, entry: ModelEntry, body: ChatRequest | GenerateRequest) -> Response:
+async def _load_only(engine: Engine, entry: ModelEntry, body: ChatRequest | GenerateRequest) -> Response:
     """Ollama's empty request: load the model (keep_alive 0: unload it) and answer done."""
     if body.keep_alive == 0:
-        await router.expire(entry.id)
+        await engine.expire(entry)
     else:
-        await router.load(entry.id, keep_alive=body.keep_alive)
+        await engine.load(entry, keep_alive=body.keep_alive)
     chat = isinstance(body, ChatRequest)
     return _single(convert.load_reply(body.model, chat=chat, unloaded=body.keep_alive == 0), body.stream)
+
+
+async def _prepare_images(
+    request: Request, engine: Engine, entry: ModelEntry, body: ChatRequest | GenerateRequest
+) -> list[ImageData]:
+    refs = convert.image_refs(body)
+    accepts = Feature.IMAGES in engine.features(entry)
+    return await images_of(request).prepare(entry.id, accepts, refs, body.resize_options())
 
 
 async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats, list[int] | None]:
@@ -111,13 +114,13 @@ async def _lines(
 async def chat(body: ChatRequest, request: Request) -> Response:
     started = time.perf_counter()
     field_log_of(request).note("Ollama", refusals.check_generation(body))
-    router = router_of(request)
-    entry = _entry(router, body.model)
+    engine = engine_of(request)
+    entry = _entry(engine, body.model)
     if not body.messages:
-        return await _load_only(router, entry, body)
-    images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
-    gen = convert.chat_request(body, entry, settings_of(request), images)
-    active = await start_generation(router, gen, keep_alive=body.keep_alive)
+        return await _load_only(engine, entry, body)
+    images = await _prepare_images(request, engine, entry, body)
+    gen = convert.chat_request(body, entry, engine.settings, images)
+    active = await engine.generate(entry, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
 
@@ -134,13 +137,13 @@ async def chat(body: ChatRequest, request: Request) -> Response:
 async def generate(body: GenerateRequest, request: Request) -> Response:
     started = time.perf_counter()
     field_log_of(request).note("Ollama", refusals.check_generation(body))
-    router = router_of(request)
-    entry = _entry(router, body.model)
+    engine = engine_of(request)
+    entry = _entry(engine, body.model)
     if not body.prompt and not body.suffix and not body.images:
-        return await _load_only(router, entry, body)
-    images = await _images(request).prepare(entry, convert.image_refs(body), body.resize_options())
-    gen = convert.generate_request(body, entry, settings_of(request), images)
-    active = await start_generation(router, gen, keep_alive=body.keep_alive)
+        return await _load_only(engine, entry, body)
+    images = await _prepare_images(request, engine, entry, body)
+    gen = convert.generate_request(body, entry, engine.settings, images)
+    active = await engine.generate(entry, gen, keep_alive=body.keep_alive)
     name = body.model
     if body.stream:
 
@@ -153,22 +156,11 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     return OrjsonResponse(convert.generate_final(name, text, reason, stats, time.perf_counter() - started, context))
 
 
-async def _embed(
-    router: ModelRouter, entry: ModelEntry, inputs: list[str], keep_alive: float | None, truncate: bool
-) -> tuple[EmbeddingResult, float]:
-    """(vectors, seconds spent loading) for non-empty inputs; no inputs only loads the model, as Ollama does."""
-    async with router.acquire(entry.id, keep_alive=keep_alive) as lease:
-        if not inputs:
-            return EmbeddingResult(), lease.load_seconds
-        result = await lease.worker.call(lambda backend: backend.embed(inputs, truncate=truncate))
-        return result, lease.load_seconds
-
-
 @routes.post("/api/embed", summary="Embeddings for a text or a list of texts", response_model=EmbedResponse)
 async def embed(body: EmbedRequest, request: Request) -> Response:
     started = time.perf_counter()
-    router = router_of(request)
-    entry = _entry(router, body.model)
+    engine = engine_of(request)
+    entry = _entry(engine, body.model)
     if isinstance(body.input, str):
         inputs = [body.input] if body.input else []
     else:
@@ -176,8 +168,9 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
         if any(not text for text in inputs):
             raise InvalidRequest("input: the list holds an empty string", param="input")
     field_log_of(request).note("Ollama", refusals.check_embed(body))
-    work = _embed(router, entry, inputs, body.keep_alive, body.truncate)
-    result, load_seconds = await unless_disconnected(request, work)
+    work = engine.embed(entry, inputs, truncate=body.truncate, keep_alive=body.keep_alive)
+    embedded = await unless_disconnected(request, work)
+    result, load_seconds = embedded.result, embedded.load_seconds
     return OrjsonResponse(
         {
             "model": body.model,
@@ -192,8 +185,9 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
 @routes.post("/api/embeddings", summary="Embedding for one text (the older endpoint; prefer /api/embed)")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.check_embed(body))
-    router = router_of(request)
-    entry = _entry(router, body.model)
+    engine = engine_of(request)
+    entry = _entry(engine, body.model)
     inputs = [body.prompt] if body.prompt else []
-    result, _ = await unless_disconnected(request, _embed(router, entry, inputs, body.keep_alive, True))
-    return OrjsonResponse({"embedding": result.vectors[0] if result.vectors else []})
+    work = engine.embed(entry, inputs, truncate=True, keep_alive=body.keep_alive)
+    vectors = (await unless_disconnected(request, work)).result.vectors
+    return OrjsonResponse({"embedding": vectors[0] if vectors else []})

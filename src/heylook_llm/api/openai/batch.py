@@ -21,8 +21,8 @@ from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
 from heylook_llm.api.openai import convert
 from heylook_llm.api.openai.schemas import ChatCompletionRequest
 from heylook_llm.engine.batch import CONVERSATION_BOUNDARY, BatchRun, ProcessingMode, run_batch, split_groups
-from heylook_llm.engine.fanout import Piece, already_started, interleave, run_together
-from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
+from heylook_llm.engine.fanout import Piece, StartGeneration, already_started, interleave, run_together
+from heylook_llm.engine.router import ActiveGeneration
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationRequest, GenerationStats
 
@@ -35,16 +35,16 @@ def runs_several(body: ChatCompletionRequest) -> bool:
 
 
 async def respond(
-    request: Request, router: ModelRouter, body: ChatCompletionRequest, gen: GenerationRequest
+    request: Request, start: StartGeneration, body: ChatCompletionRequest, gen: GenerationRequest
 ) -> Response:
     """Answer a chat request with `n` > 1 or a batch processing mode; `gen` is the converted request."""
     mode = ProcessingMode(body.processing_mode)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if mode is ProcessingMode.CONVERSATION:
-        return await _choices(request, router, body.n, gen, body.stream, include_usage)
+        return await _choices(request, start, body.n, gen, body.stream, include_usage)
     if body.n > 1:
         raise InvalidRequest("n > 1 works only with processing_mode conversation", param="n")
-    return await _batch(request, router, body, gen, mode)
+    return await _batch(request, start, body, gen, mode)
 
 
 # --- n choices ----------------------------------------------------------------------------------
@@ -60,11 +60,11 @@ def choice_requests(gen: GenerationRequest, n: int) -> list[GenerationRequest]:
 
 
 async def _choices(
-    request: Request, router: ModelRouter, n: int, gen: GenerationRequest, stream: bool, include_usage: bool
+    request: Request, start: StartGeneration, n: int, gen: GenerationRequest, stream: bool, include_usage: bool
 ) -> Response:
     gens = choice_requests(gen, n)
     if not stream:
-        outcomes = await unless_disconnected(request, run_together(router, gens))
+        outcomes = await unless_disconnected(request, run_together(start, gens))
         for outcome in outcomes:
             if isinstance(outcome, HeylookError):
                 raise outcome
@@ -74,7 +74,7 @@ async def _choices(
         body["usage"] = convert.usage([f.stats for f in finished])
         return OrjsonResponse(body)
     # Every choice is started before the response begins, so that a refused prompt is an HTTP error.
-    results = await asyncio.gather(*(start_generation(router, g) for g in gens), return_exceptions=True)
+    results = await asyncio.gather(*(start(g) for g in gens), return_exceptions=True)
     actives = [r for r in results if isinstance(r, ActiveGeneration)]
     failure = next((r for r in results if isinstance(r, BaseException)), None)
     if failure is not None:
@@ -159,12 +159,12 @@ def _record(results: list[_GroupResult], piece: Piece) -> None:
 
 
 async def _batch(
-    request: Request, router: ModelRouter, body: ChatCompletionRequest, gen: GenerationRequest, mode: ProcessingMode
+    request: Request, start: StartGeneration, body: ChatCompletionRequest, gen: GenerationRequest, mode: ProcessingMode
 ) -> Response:
     assert gen.messages is not None
     split = split_groups(gen.messages)
     run = BatchRun(mode, split.groups, split.shared)
-    pieces = run_batch(router, gen, mode, split, run)
+    pieces = run_batch(start, gen, mode, split, run)
     if body.stream:
         return StreamingResponse(_batch_events(gen, run, pieces, body.include_timing), media_type="text/event-stream")
 

@@ -17,7 +17,6 @@ from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.errors import openai_error_payload
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
-from heylook_llm.api.images import ImagePipeline
 from heylook_llm.api.openai import batch, convert, refusals
 from heylook_llm.api.openai.image_parts import Upload, image_refs, parse_multipart_chat
 from heylook_llm.api.openai.schemas import (
@@ -28,17 +27,20 @@ from heylook_llm.api.openai.schemas import (
     ModelList,
     error_schema,
 )
-from heylook_llm.api.state import field_log_of, router_of, settings_of
+from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.engine.router import ActiveGeneration, ModelRouter, start_generation
+from heylook_llm.engine.fanout import StartGeneration
+from heylook_llm.engine.features import capability_names
+from heylook_llm.engine.router import ActiveGeneration
+from heylook_llm.engine.service import Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
-from heylook_llm.types import FinishReason, GenerationRequest, GenerationStats
+from heylook_llm.types import Feature, FinishReason, GenerationRequest, GenerationStats
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: error_schema() for code in (400, 404, 500, 503)}
 routes = APIRouter(tags=["OpenAI"], responses=ERRORS)
 
 
-def _card(entry: ModelEntry) -> ModelCard:
+def _card(entry: ModelEntry, engine: Engine) -> ModelCard:
     path: Path = entry.config.model_path
     try:
         created = int(path.stat().st_mtime)
@@ -49,18 +51,20 @@ def _card(entry: ModelEntry) -> ModelCard:
         created=created,
         provider=entry.provider,
         description=entry.description or None,
-        capabilities=entry.capabilities,
+        capabilities=capability_names(engine.features(entry)),
     )
 
 
 @routes.get("/v1/models", response_model=ModelList, summary="List the enabled models")
 async def list_models(request: Request) -> ModelList:
-    return ModelList(data=[_card(e) for e in router_of(request).registry.enabled()])
+    engine = engine_of(request)
+    return ModelList(data=[_card(e, engine) for e in engine.models()])
 
 
 @routes.get("/v1/models/{model_id:path}", response_model=ModelCard, summary="One model")
 async def get_model(model_id: str, request: Request) -> ModelCard:
-    return _card(router_of(request).entry(model_id))
+    engine = engine_of(request)
+    return _card(engine.resolve(model_id), engine)
 
 
 async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats]:
@@ -87,25 +91,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     '`{"type": "image_url", "image_url": {"url": "__RAW_IMAGE__"}}` part takes the next file in order.',
 )
 async def chat_completions_multipart(request: Request) -> Response:
-    body, uploads = await parse_multipart_chat(request, _images(request).limits)
+    body, uploads = await parse_multipart_chat(request, images_of(request).limits)
     return await _chat(body, request, uploads)
-
-
-def _images(request: Request) -> ImagePipeline:
-    images: ImagePipeline = request.app.state.images
-    return images
 
 
 async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upload]) -> Response:
     field_log_of(request).note("OpenAI", refusals.check_chat(body))
-    router = router_of(request)
-    entry = router.entry(body.model)
+    engine = engine_of(request)
+    entry = engine.resolve(body.model)
     refs = image_refs(body, uploads)
-    images = await _images(request).prepare(entry, refs, body.resize_options())
-    gen = convert.chat_request(body, entry, settings_of(request), images)
+    accepts_images = Feature.IMAGES in engine.features(entry)
+    images = await images_of(request).prepare(entry.id, accepts_images, refs, body.resize_options())
+    gen = convert.chat_request(body, entry, engine.settings, images)
     if batch.runs_several(body):
-        return await batch.respond(request, router, body, gen)
-    active = await start_generation(router, gen)
+        return await batch.respond(request, engine.starter(entry), body, gen)
+    active = await engine.generate(entry, gen)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_chat_events(gen, active, include_usage), media_type="text/event-stream")
@@ -136,18 +136,20 @@ async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include
 @routes.post("/v1/completions", summary="Text completion for a prompt or a list of prompts")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     field_log_of(request).note("OpenAI", refusals.check_completion(body))
-    router = router_of(request)
-    gens = convert.completion_requests(body, router.entry(body.model), settings_of(request))
+    engine = engine_of(request)
+    entry = engine.resolve(body.model)
+    gens = convert.completion_requests(body, entry, engine.settings)
+    start = engine.starter(entry)
     if body.stream:
-        first = await start_generation(router, gens[0])
+        first = await start(gens[0])
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _completion_events(router, gens, first, include_usage, body.echo)
+        events = _completion_events(start, gens, first, include_usage, body.echo)
         return StreamingResponse(events, media_type="text/event-stream")
 
     async def run_all() -> dict[str, Any]:
         # Every prompt is queued at once; the model's worker runs them as its slots allow.
         async def one(gen: GenerationRequest) -> tuple[str, FinishReason | None, GenerationStats]:
-            return await _collect(await start_generation(router, gen))
+            return await _collect(await start(gen))
 
         results = await asyncio.gather(*(one(g) for g in gens))
         choices = [
@@ -164,7 +166,7 @@ def _echoed(gen: GenerationRequest, echo: bool) -> str:
 
 
 async def _completion_events(
-    router: ModelRouter, gens: list[GenerationRequest], first: ActiveGeneration, include_usage: bool, echo: bool
+    start: StartGeneration, gens: list[GenerationRequest], first: ActiveGeneration, include_usage: bool, echo: bool
 ) -> AsyncIterator[bytes]:
     created = int(time.time())
     all_stats: list[GenerationStats] = []
@@ -172,7 +174,7 @@ async def _completion_events(
     try:
         for index, gen in enumerate(gens):
             if active is None:
-                active = await start_generation(router, gen)
+                active = await start(gen)
             if _echoed(gen, echo):
                 yield sse_event(
                     convert.completion_chunk(gen, created, convert.completion_choice(index, gen.prompt or "", None))
@@ -210,8 +212,9 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
             "input must be a non-empty string, a list of non-empty strings or non-empty lists of token ids",
             param="input",
         )
-    async with router_of(request).acquire(body.model) as lease:
-        result = await lease.worker.embed(inputs)
+    engine = engine_of(request)
+    embedded = await engine.embed(engine.resolve(body.model), inputs)
+    result = embedded.result
     vectors = shortened(result.vectors, body.dimensions)
     data = [
         {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}

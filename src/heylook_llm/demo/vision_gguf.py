@@ -4,8 +4,8 @@ llama.cpp keeps a vision model's image encoder in a separate "mmproj" GGUF (arch
 loads beside the language model. This one is a llava-style projector (`projector_type: mlp`): the same CLIP
 vision tower shape as the MLX demo (2 layers, 56x56 pixels in 14x14 patches, so 16 image tokens per image) and
 a two-layer projector whose output width is the demo language model's hidden size, so it pairs with
-`demo-gguf.gguf` unchanged. Weights come from `demo_vision.vision_weights` (Hugging Face names) and are renamed
-to the GGUF tensor names libmtmd's clip loader looks up. The same inputs give a byte-identical file.
+`demo-gguf.gguf` unchanged. Weights come from vision_weights.py (Hugging Face names) and are renamed to the GGUF
+tensor names libmtmd's clip loader looks up. The same inputs give a byte-identical file.
 """
 
 from __future__ import annotations
@@ -13,15 +13,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from heylook_llm.demo import Array
-from heylook_llm.demo_vision import VisionShape, vision_weights
+from heylook_llm.demo.vision_weights import (
+    CLIP_IMAGE_MEAN,
+    CLIP_IMAGE_STD,
+    CLIP_LAYER_NORM_EPS,
+    VisionShape,
+    vision_weights,
+)
+from heylook_llm.demo.weights import Array
 
 DEMO_VISION_GGUF_PROJECTOR = "demo-vision-gguf-mmproj.gguf"
-
-# CLIP's image normalisation (the values of the MLX demo's preprocessor_config.json).
-_IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]
-_IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
-_LAYER_NORM_EPS = 1e-5
 
 _TOWER = "vision_tower.vision_model."
 # Hugging Face CLIP encoder layer parts -> the clip loader's per-block tensor names.
@@ -64,6 +65,8 @@ def write_vision_projector_gguf(
     path: Path, text_hidden: int, *, vision: VisionShape | None = None, seed: int = 3, name: str = "demo-vision-gguf"
 ) -> None:
     """Write a clip projector GGUF mapping images to `text_hidden`-wide embeddings; deterministic."""
+    # Imported here, not at the top: loading `gguf` is slow, and the server imports this package at start-up
+    # only to check whether the demo models on disk are current.
     import gguf
 
     shape = vision or VisionShape()
@@ -85,10 +88,10 @@ def write_vision_projector_gguf(
     writer.add_uint32(vision_key + "feed_forward_length", shape.ffn)
     writer.add_uint32(vision_key + "block_count", shape.layers)
     writer.add_uint32(vision_key + "attention.head_count", shape.heads)
-    writer.add_float32(vision_key + "attention.layer_norm_epsilon", _LAYER_NORM_EPS)
+    writer.add_float32(vision_key + "attention.layer_norm_epsilon", CLIP_LAYER_NORM_EPS)
     writer.add_uint32(vision_key + "projection_dim", text_hidden)
-    writer.add_array(vision_key + "image_mean", _IMAGE_MEAN)
-    writer.add_array(vision_key + "image_std", _IMAGE_STD)
+    writer.add_array(vision_key + "image_mean", CLIP_IMAGE_MEAN)
+    writer.add_array(vision_key + "image_std", CLIP_IMAGE_STD)
     for tensor_name, values in tensors.items():
         writer.add_tensor(tensor_name, values)
 

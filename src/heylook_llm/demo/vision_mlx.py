@@ -11,13 +11,20 @@ needed to write it; the same inputs give byte-identical files.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from safetensors.numpy import save_file
 
-from heylook_llm.demo import BOS_TOKEN, EOS_TOKEN, Array, ModelShape, TrainedTokenizer, random_weights
+from heylook_llm.demo.files import write_json
+from heylook_llm.demo.tokenizer import BOS_TOKEN, EOS_TOKEN, TrainedTokenizer
+from heylook_llm.demo.vision_weights import (
+    CLIP_IMAGE_MEAN,
+    CLIP_IMAGE_STD,
+    CLIP_LAYER_NORM_EPS,
+    VisionShape,
+    vision_weights,
+)
+from heylook_llm.demo.weights import ModelShape, random_weights
 
 DEMO_VISION_MLX_DIR = "demo-vision-mlx"
 VISION_MODEL_FILES = (
@@ -42,22 +49,10 @@ VISION_CHAT_TEMPLATE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class VisionShape:
-    hidden: int = 32
-    layers: int = 2
-    heads: int = 2
-    ffn: int = 64
-    image_size: int = 56
-    patch_size: int = 14
-
-    @property
-    def patches(self) -> int:
-        return (self.image_size // self.patch_size) ** 2
-
-
 def tokenizer_with_image_token(tokenizer: TrainedTokenizer) -> tuple[str, int]:
     """The tokenizer's JSON with `<image>` added as a special token, and that token's id."""
+    # Imported here, not at the top: the server imports this package at start-up only to check whether the
+    # demo models on disk are current, and that check should not pay for loading `tokenizers`.
     from tokenizers import AddedToken, Tokenizer
 
     tok = Tokenizer.from_str(tokenizer.tokenizer_json)
@@ -65,55 +60,6 @@ def tokenizer_with_image_token(tokenizer: TrainedTokenizer) -> tuple[str, int]:
     image_id = tok.token_to_id(IMAGE_TOKEN)
     assert image_id is not None
     return tok.to_str(), int(image_id)
-
-
-def vision_weights(shape: VisionShape, text_hidden: int, seed: int) -> dict[str, Array]:
-    """CLIP vision tower and llava projector weights with Hugging Face names."""
-    rng = np.random.default_rng(seed)
-    h = shape.hidden
-
-    def dense(rows: int, cols: int) -> Array:
-        values: Array = (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
-        return values
-
-    def small(n: int) -> Array:
-        values: Array = (rng.standard_normal(n) * 0.02).astype(np.float32)
-        return values
-
-    ones = np.ones(h, dtype=np.float32)
-    v = "vision_tower.vision_model."
-    patch_inputs = 3 * shape.patch_size * shape.patch_size
-    patch: Array = (rng.standard_normal((h, 3, shape.patch_size, shape.patch_size)) / np.sqrt(patch_inputs)).astype(
-        np.float32
-    )
-    w: dict[str, Array] = {
-        v + "embeddings.class_embedding": small(h),
-        v + "embeddings.patch_embedding.weight": patch,
-        v + "embeddings.position_embedding.weight": dense(shape.patches + 1, h),
-        v + "pre_layrnorm.weight": ones,
-        v + "pre_layrnorm.bias": np.zeros(h, dtype=np.float32),
-        v + "post_layernorm.weight": ones,
-        v + "post_layernorm.bias": np.zeros(h, dtype=np.float32),
-    }
-    for i in range(shape.layers):
-        p = f"{v}encoder.layers.{i}."
-        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
-            w[f"{p}self_attn.{name}.weight"] = dense(h, h)
-            w[f"{p}self_attn.{name}.bias"] = small(h)
-        for norm in ("layer_norm1", "layer_norm2"):
-            w[f"{p}{norm}.weight"] = ones
-            w[f"{p}{norm}.bias"] = np.zeros(h, dtype=np.float32)
-        w[f"{p}mlp.fc1.weight"] = dense(shape.ffn, h)
-        w[f"{p}mlp.fc1.bias"] = small(shape.ffn)
-        w[f"{p}mlp.fc2.weight"] = dense(h, shape.ffn)
-        w[f"{p}mlp.fc2.bias"] = small(h)
-    # A larger projector output makes image embeddings as strong as token embeddings (which are N(0, 1)), so
-    # different images visibly change what the random model writes.
-    w["multi_modal_projector.linear_1.weight"] = dense(text_hidden, h) * 4.0
-    w["multi_modal_projector.linear_1.bias"] = small(text_hidden)
-    w["multi_modal_projector.linear_2.weight"] = dense(text_hidden, text_hidden) * 4.0
-    w["multi_modal_projector.linear_2.bias"] = small(text_hidden)
-    return w
 
 
 def _config(text: ModelShape, vision: VisionShape, vocab: int, image_id: int, eos_id: int) -> dict[str, object]:
@@ -148,7 +94,7 @@ def _config(text: ModelShape, vision: VisionShape, vocab: int, image_id: int, eo
             "image_size": vision.image_size,
             "patch_size": vision.patch_size,
             "projection_dim": vision.hidden,
-            "layer_norm_eps": 1e-5,
+            "layer_norm_eps": CLIP_LAYER_NORM_EPS,
         },
     }
 
@@ -166,21 +112,15 @@ def _preprocessor_config(vision: VisionShape) -> dict[str, object]:
         "do_rescale": True,
         "rescale_factor": 1 / 255,
         "do_normalize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "image_mean": CLIP_IMAGE_MEAN,
+        "image_std": CLIP_IMAGE_STD,
         "do_convert_rgb": True,
         "resample": 3,
     }
 
 
-def _write_json(path: Path, data: dict[str, object]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def write_vision_mlx_model(folder: Path, text: ModelShape, tokenizer: TrainedTokenizer, seed: int = 2) -> None:
     """Write `folder` as a llava model mlx-vlm loads; deterministic for the same inputs."""
-    from safetensors.numpy import save_file
-
     vision = VisionShape()
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer_json, image_id = tokenizer_with_image_token(tokenizer)
@@ -189,8 +129,8 @@ def write_vision_mlx_model(folder: Path, text: ModelShape, tokenizer: TrainedTok
     language = random_weights(text, vocab, seed=seed, eos_id=eos_id)
     weights = {f"language_model.{name}": w for name, w in language.items()}
     weights.update(vision_weights(vision, text.hidden, seed=seed + 1))
-    _write_json(folder / "config.json", _config(text, vision, vocab, image_id, eos_id))
-    _write_json(
+    write_json(folder / "config.json", _config(text, vision, vocab, image_id, eos_id))
+    write_json(
         folder / "tokenizer_config.json",
         {
             "tokenizer_class": "PreTrainedTokenizerFast",
@@ -206,8 +146,8 @@ def write_vision_mlx_model(folder: Path, text: ModelShape, tokenizer: TrainedTok
         },
     )
     (folder / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
-    _write_json(folder / "preprocessor_config.json", _preprocessor_config(vision))
-    _write_json(
+    write_json(folder / "preprocessor_config.json", _preprocessor_config(vision))
+    write_json(
         folder / "processor_config.json",
         {
             "processor_class": "LlavaProcessor",

@@ -8,18 +8,13 @@ A folder holds `config.json` (model_type llama), `model.safetensors` (float32, H
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
-from heylook_llm.demo import (
-    BOS_TOKEN,
-    CHATML_TEMPLATE,
-    EOS_TOKEN,
-    Array,
-    ModelShape,
-    TrainedTokenizer,
-    random_weights,
-)
+from safetensors.numpy import save_file
+
+from heylook_llm.demo.files import write_json
+from heylook_llm.demo.tokenizer import BOS_TOKEN, CHATML_TEMPLATE, EOS_TOKEN, TrainedTokenizer
+from heylook_llm.demo.weights import Array, ModelShape, random_weights
 
 DEMO_MLX_DIR = "demo-mlx"
 DEMO_MLX_DRAFT_DIR = "demo-mlx-draft"
@@ -61,19 +56,13 @@ def tokenizer_config(context: int) -> dict[str, object]:
     }
 
 
-def _write_json(path: Path, data: dict[str, object]) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
 def write_mlx_model(folder: Path, shape: ModelShape, weights: dict[str, Array], tokenizer: TrainedTokenizer) -> None:
     """Write one MLX model folder; the same inputs give byte-identical files."""
-    from safetensors.numpy import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     vocab = len(tokenizer.tokens)
     config = mlx_config(shape, vocab, tokenizer.token_id(BOS_TOKEN), tokenizer.token_id(EOS_TOKEN))
-    _write_json(folder / "config.json", config)
-    _write_json(folder / "tokenizer_config.json", tokenizer_config(shape.context))
+    write_json(folder / "config.json", config)
+    write_json(folder / "tokenizer_config.json", tokenizer_config(shape.context))
     (folder / "tokenizer.json").write_text(tokenizer.tokenizer_json, encoding="utf-8")
     tmp = folder / "model.safetensors.tmp"
     # safetensors orders tensors itself, so the file does not depend on dict order.

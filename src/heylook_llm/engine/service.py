@@ -1,0 +1,229 @@
+"""The engine façade: the one object the API dialects talk to.
+
+It resolves a model name once, starts generations, embeds, loads and unloads, describes models (their file facts,
+what they can do, what is loaded) and edits the model catalogue (models.yaml). Routers, leases, workers and
+backends stay behind it: nothing in `api/` touches them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from heylook_llm.backends import backend_key
+from heylook_llm.backends.base import ModelFacts
+from heylook_llm.config.registry import ModelEntry, Registry
+from heylook_llm.config.registry_store import RegistryStore
+from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.backend_probe import BackendImport, BackendProbe
+from heylook_llm.engine.fanout import StartGeneration
+from heylook_llm.engine.features import expected_features
+from heylook_llm.engine.metrics import MetricsRecorder
+from heylook_llm.engine.output import output_parser_for
+from heylook_llm.engine.router import ActiveGeneration, BackendFactory, ModelRouter, start_generation
+from heylook_llm.errors import CapabilityError, HeylookError, ModelLoadError, ModelNotFound
+from heylook_llm.model_info import ModelFileError, ModelFileInfo, ModelInfoReader, read_model_files
+from heylook_llm.types import EmbeddingInputs, EmbeddingResult, Feature, GenerationRequest, SamplingOverrides
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    result: EmbeddingResult
+    load_seconds: float
+    """Time the request waited for the model to load (0 when it was loaded already)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedStatus:
+    """A model whose weights are in memory now."""
+
+    entry: ModelEntry
+    facts: ModelFacts
+    features: frozenset[Feature]
+    expires_at: float | None
+    """Wall-clock expiry of its keep-alive; None: kept for ever."""
+    max_parallel: int
+
+
+class Engine:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: ServerSettings,
+        backend_factory: BackendFactory | None = None,
+        metrics: MetricsRecorder | None = None,
+        model_info: ModelInfoReader | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else MetricsRecorder()
+        if backend_factory is None:
+            self._router = ModelRouter(registry, settings, metrics=self.metrics)
+        else:
+            self._router = ModelRouter(registry, settings, backend_factory, metrics=self.metrics)
+        self._files = model_info if model_info is not None else ModelInfoReader()
+        self._store = RegistryStore(registry.source) if registry.source is not None else None
+        self._catalogue_lock = asyncio.Lock()
+        self._backend_probe = BackendProbe()
+
+    # --- the catalogue -----------------------------------------------------------------------------------
+    @property
+    def registry(self) -> Registry:
+        return self._router.registry
+
+    def models(self) -> list[ModelEntry]:
+        """The enabled models, in models.yaml order."""
+        return self._router.registry.enabled()
+
+    def resolve(self, name: str, *, latest_tag: bool = False) -> ModelEntry:
+        """The enabled model called `name` (an unknown name is ModelNotFound, never another model). With
+        `latest_tag`, `NAME:latest` also finds `NAME` (Ollama's names)."""
+        registry = self._router.registry
+        entry = registry.get(name)
+        if entry is None and latest_tag:
+            base = name.removesuffix(":latest")
+            entry = registry.get(base) if base != name else None
+        if entry is None:
+            raise ModelNotFound(name, [m.id for m in registry.enabled()])
+        return entry
+
+    async def copy_model(self, source: ModelEntry, new_id: str) -> None:
+        await self._edit(lambda store: store.copy_entry(source.id, new_id))
+
+    async def delete_model(self, entry: ModelEntry) -> None:
+        await self._edit(lambda store: store.remove_entry(entry.id))
+
+    async def add_variant(
+        self,
+        base: ModelEntry,
+        new_id: str,
+        *,
+        system: str | None,
+        sampling: SamplingOverrides,
+        chat_template: str | None,
+        context_length: int | None,
+    ) -> None:
+        """A new model with the weights of `base` and other defaults (Ollama's /api/create)."""
+        await self._edit(
+            lambda store: store.add_variant(
+                base.id,
+                new_id,
+                system=system,
+                sampling=sampling,
+                chat_template=chat_template,
+                context_length=context_length,
+            )
+        )
+
+    async def _edit(self, edit: Callable[[RegistryStore], Registry]) -> None:
+        """One models.yaml edit at a time (off the loop); the result is served at once."""
+        if self._store is None:
+            raise CapabilityError("the models were not loaded from a models.yaml file, so they cannot be changed")
+        store = self._store
+        async with self._catalogue_lock:
+            registry = await asyncio.to_thread(edit, store)
+            self._router.replace_registry(registry)
+
+    # --- running models ------------------------------------------------------------------------------------
+    async def generate(
+        self, entry: ModelEntry, request: GenerationRequest, *, keep_alive: float | None = None
+    ) -> ActiveGeneration:
+        """Start a generation on `entry` (loading it if needed); errors in the request surface here, before any
+        output. Close the returned generation when done (it cancels the work if it is still running)."""
+        active = await start_generation(self._router, entry, request, keep_alive=keep_alive)
+        active.parser = output_parser_for(entry, request)
+        return active
+
+    def starter(self, entry: ModelEntry, *, keep_alive: float | None = None) -> StartGeneration:
+        """A function that starts generations of requests on `entry` (for several generations of one request:
+        choices, batch groups, prompt lists)."""
+
+        async def start(request: GenerationRequest) -> ActiveGeneration:
+            return await self.generate(entry, request, keep_alive=keep_alive)
+
+        return start
+
+    async def embed(
+        self, entry: ModelEntry, inputs: EmbeddingInputs, *, truncate: bool = False, keep_alive: float | None = None
+    ) -> Embedded:
+        """Vectors for `inputs`; no inputs only loads the model (as Ollama's empty /api/embed does)."""
+        async with self._router.acquire(entry, keep_alive=keep_alive) as lease:
+            if not inputs:
+                return Embedded(EmbeddingResult(), lease.load_seconds)
+            result = await lease.worker.call(lambda backend: backend.embed(inputs, truncate=truncate))
+            return Embedded(result, lease.load_seconds)
+
+    async def load(self, entry: ModelEntry, *, keep_alive: float | None = None) -> None:
+        await self._router.load(entry, keep_alive=keep_alive)
+
+    async def expire(self, entry: ModelEntry) -> bool:
+        """Unload now if idle, else once its requests finish; False when it was not loaded."""
+        return await self._router.expire(entry.id)
+
+    async def unload(self, entry: ModelEntry) -> bool:
+        """Unload now if loaded and idle; True when it was unloaded."""
+        return await self._router.unload(entry.id)
+
+    async def preload(self, model_id: str) -> None:
+        """Load the start-up model; a failure is logged and the server keeps running."""
+        try:
+            await self._router.load(self.resolve(model_id))
+        except HeylookError as exc:
+            log.error("could not load start-up model '%s': %s (the server keeps running)", model_id, exc.message)
+        except Exception:
+            log.exception("could not load start-up model '%s' (the server keeps running)", model_id)
+
+    async def close(self) -> None:
+        await self._router.close()
+
+    # --- describing models ---------------------------------------------------------------------------------
+    def loaded(self) -> list[LoadedStatus]:
+        return [
+            LoadedStatus(
+                m.entry, m.worker.backend.facts, m.worker.backend.features, m.expires_at(), m.worker.max_parallel
+            )
+            for m in self._router.loaded()
+        ]
+
+    def loaded_status(self, entry: ModelEntry) -> LoadedStatus | None:
+        model = self._router.loaded_model(entry.id)
+        if model is None:
+            return None
+        backend = model.worker.backend
+        return LoadedStatus(model.entry, backend.facts, backend.features, model.expires_at(), backend.max_parallel)
+
+    async def file_info(self, entry: ModelEntry, *, large_arrays: bool = False) -> ModelFileInfo:
+        """What the model's files say (GGUF header or MLX config); read once per file version."""
+        path: Path = entry.config.model_path
+        try:
+            if large_arrays:
+                return await asyncio.to_thread(read_model_files, path, include_large_arrays=True)
+            return await asyncio.to_thread(self._files.info, path)
+        except (ModelFileError, OSError) as exc:
+            raise ModelLoadError(entry.id, f"its files cannot be read: {exc}") from exc
+
+    async def digest(self, entry: ModelEntry) -> str:
+        """The sha256 of the model's files (seconds per gigabyte the first time; cached after)."""
+        try:
+            return await asyncio.to_thread(self._files.digest, entry.config.model_path)
+        except (ModelFileError, OSError) as exc:
+            raise ModelLoadError(entry.id, f"its files cannot be read: {exc}") from exc
+
+    def backend_name(self, entry: ModelEntry) -> str:
+        """The backend that runs `entry` (llama_cpp, mlx, mlx:vision, ...)."""
+        return backend_key(entry)
+
+    async def backend_imports(self) -> dict[str, BackendImport]:
+        """Whether each backend imports on this machine (asked once per process)."""
+        return await self._backend_probe.imports()
+
+    def features(self, entry: ModelEntry, info: ModelFileInfo | None = None) -> frozenset[Feature]:
+        """What the model does: declared by its backend when loaded, else expected from its entry and files."""
+        status = self.loaded_status(entry)
+        if status is not None:
+            return status.features
+        return expected_features(entry, fill_in_middle=bool(info is not None and info.has_fill_in_middle))
