@@ -13,7 +13,8 @@ import pytest
 from heylook_llm.config.durations import format_duration, keep_alive_seconds, parse_duration_seconds
 from heylook_llm.config.registry import Registry, parse_registry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.engine.router import ModelRouter, start_generation, with_entry_defaults
+from heylook_llm.engine.generation import start_generation, with_entry_defaults
+from heylook_llm.engine.router import ModelRouter
 from heylook_llm.errors import InvalidRequest
 from heylook_llm.types import ChatMessage, GenerationRequest, SamplingParams
 from tests.support.fake_backend import FakeWorld

@@ -7,9 +7,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from heylook_llm.config.registry import Registry, parse_registry
 from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.generation import start_generation
 from heylook_llm.engine.metrics import MetricsRecorder, percentile, sample_of
 from heylook_llm.engine.performance import performance_report
-from heylook_llm.engine.router import ModelRouter, start_generation
+from heylook_llm.engine.router import ModelRouter
 from heylook_llm.errors import ModelLoadError
 from heylook_llm.types import ChatMessage, GenerationRequest, GenerationStats, SamplingParams
 from tests.support.fake_backend import FakeWorld

@@ -7,7 +7,8 @@ import pytest
 
 from heylook_llm.config.registry import Registry, parse_registry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.engine.router import ModelRouter, start_generation
+from heylook_llm.engine.generation import start_generation
+from heylook_llm.engine.router import ModelRouter
 from heylook_llm.errors import ModelLoadError, ModelNotFound, ServerBusy
 from heylook_llm.types import ChatMessage, GenerationRequest, SamplingParams
 from tests.support.fake_backend import FakeWorld

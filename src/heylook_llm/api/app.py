@@ -10,18 +10,20 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from heylook_llm import __version__
+from heylook_llm.api.dialects import DialectRegistry
 from heylook_llm.api.errors import install_error_handlers
 from heylook_llm.api.fields import UnknownFieldLog
 from heylook_llm.api.images import ImagePipeline
 from heylook_llm.api.ollama.body_type import JsonBodyForOllama
+from heylook_llm.api.ollama.dialect import OLLAMA
 from heylook_llm.api.ollama.routes import routes as ollama_routes
+from heylook_llm.api.openai.dialect import OPENAI
 from heylook_llm.api.openai.routes import routes as openai_routes
 from heylook_llm.api.server_routes import routes as server_routes
 from heylook_llm.config.registry import Registry
 from heylook_llm.config.settings import ServerSettings, user_cache_dir
 from heylook_llm.engine.metrics import MetricsRecorder
-from heylook_llm.engine.router import BackendFactory
-from heylook_llm.engine.service import Engine
+from heylook_llm.engine.service import BackendFactory, Engine
 from heylook_llm.model_info import ModelInfoReader
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     app.state.metrics = MetricsRecorder()
     app.state.field_log = UnknownFieldLog()
     app.state.images = ImagePipeline(settings.images)
+    served = [d for d, on in ((OPENAI, settings.api.serves_openai), (OLLAMA, settings.api.serves_ollama)) if on]
+    app.state.dialects = DialectRegistry(served, default=served[0])
     install_error_handlers(app)
 
     @app.get("/health", tags=["Server"], summary="Liveness")

@@ -1,15 +1,15 @@
-"""Domain errors to HTTP, once per dialect: OpenAI's envelope under /v1, Ollama's `{"error": ...}` under /api."""
+"""Domain errors to HTTP, once: the status here, the body in the shape of the dialect that served the request."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from heylook_llm.api.dialects import DialectRegistry
 from heylook_llm.api.framing import OrjsonResponse
 from heylook_llm.errors import (
     CapabilityError,
@@ -50,20 +50,6 @@ def status_and_code(exc: HeylookError) -> tuple[int, str, str]:
     return 500, "server_error", "internal_error"
 
 
-def openai_error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
-
-
-def openai_error_payload(exc: HeylookError) -> dict[str, Any]:
-    _, type_, code = status_and_code(exc)
-    return openai_error_body(exc.message, type_, exc.param, code)
-
-
-def _is_ollama(request: Request) -> bool:
-    path = request.url.path
-    return path.startswith("/api/") or path == "/api"
-
-
 def error_response(
     request: Request,
     status: int,
@@ -74,9 +60,9 @@ def error_response(
     code: str | None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    if _is_ollama(request):
-        return OrjsonResponse({"error": message}, status_code=status, headers=headers)
-    return OrjsonResponse(openai_error_body(message, type_, param, code), status_code=status, headers=headers)
+    registry: DialectRegistry = request.app.state.dialects
+    body = registry.for_request(request).error_body(message, type_, param, code)
+    return OrjsonResponse(body, status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:

@@ -22,7 +22,7 @@ import dataclasses
 import enum
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
 from heylook_llm.engine.fanout import Piece, StartGeneration, interleave, started
@@ -171,7 +171,7 @@ async def _evaluate_shared_prefix(start: StartGeneration, base: GenerationReques
 
 async def run_batch(
     start: StartGeneration, base: GenerationRequest, mode: ProcessingMode, split: Groups, run: BatchRun | None = None
-) -> AsyncIterator[Piece]:
+) -> AsyncGenerator[Piece, None]:
     """Run every group of `split` in `mode`, yielding each group's chunks (or its error) tagged with its index.
 
     `base` gives the model, sampling and format; each group's request replaces its messages. `run` (if given)
@@ -192,7 +192,7 @@ async def run_batch(
         run.ended = time.perf_counter()
 
 
-async def _parallel(start: StartGeneration, base: GenerationRequest, run: BatchRun) -> AsyncIterator[Piece]:
+async def _parallel(start: StartGeneration, base: GenerationRequest, run: BatchRun) -> AsyncGenerator[Piece, None]:
     if run.shared and run.mode is ProcessingMode.PARALLEL_WITH_CONTEXT:
         await _evaluate_shared_prefix(start, base, run)
     run.requests = [_group_request(base, i, [*run.shared, *g]) for i, g in enumerate(run.groups)]
@@ -205,7 +205,7 @@ async def _parallel(start: StartGeneration, base: GenerationRequest, run: BatchR
         yield piece
 
 
-async def _sequential(start: StartGeneration, base: GenerationRequest, run: BatchRun) -> AsyncIterator[Piece]:
+async def _sequential(start: StartGeneration, base: GenerationRequest, run: BatchRun) -> AsyncGenerator[Piece, None]:
     history: list[ChatMessage] = []
     keep_history = run.mode is ProcessingMode.SEQUENTIAL_WITH_CONTEXT
     for index, group in enumerate(run.groups):

@@ -1,80 +1,25 @@
-"""Several generations at once: submit them together (so a batching worker steps them in one decode), collect
-their results with each failure kept to its own generation, or interleave their chunks as they arrive.
+"""Several generations at once: start them together (so a batching worker steps them in one decode) and
+interleave their chunks as they arrive, each failure kept to its own generation.
 
-Used for OpenAI's `n`, batch processing modes and prompt lists; nothing here knows about HTTP.
+Used by the generation plan (OpenAI's `n`, batch processing modes); nothing here knows about HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
-from heylook_llm.engine.router import ActiveGeneration
+from heylook_llm.engine.generation import ActiveGeneration
 from heylook_llm.errors import HeylookError
-from heylook_llm.types import FinishReason, GenerationChunk, GenerationRequest, GenerationStats
+from heylook_llm.types import GenerationChunk, GenerationRequest
 
 Starter = Callable[[], Awaitable[ActiveGeneration]]
 """Starts one generation (and raises its domain error if the prompt is refused)."""
 
 StartGeneration = Callable[[GenerationRequest], Awaitable[ActiveGeneration]]
 """Starts a generation of a request on the model these requests are for (see Engine.starter)."""
-
-
-@dataclass(slots=True)
-class Finished:
-    """One generation's whole result, with wall-clock times for batch timing."""
-
-    text: str
-    finish_reason: FinishReason | None
-    stats: GenerationStats
-    started: float
-    """`time.perf_counter()` when it was submitted."""
-    ended: float
-
-    @property
-    def seconds(self) -> float:
-        return self.ended - self.started
-
-
-Outcome = Finished | HeylookError
-"""A generation's result, or the domain error that ended it (other exceptions propagate)."""
-
-
-async def collect(active: ActiveGeneration, started: float) -> Finished:
-    """Read a started generation to its end and close it."""
-    parts: list[str] = []
-    try:
-        async for chunk in active.chunks():
-            parts.append(chunk.text)
-            if chunk.finish_reason is not None:
-                stats = chunk.stats or GenerationStats()
-                return Finished("".join(parts), chunk.finish_reason, stats, started, time.perf_counter())
-    finally:
-        active.close()
-    raise AssertionError("a generation ended without a finish reason")
-
-
-async def run_one(start: StartGeneration, request: GenerationRequest) -> Outcome:
-    started = time.perf_counter()
-    try:
-        active = await start(request)
-        return await collect(active, started)
-    except HeylookError as exc:
-        return exc
-
-
-async def run_together(start: StartGeneration, requests: list[GenerationRequest]) -> list[Outcome]:
-    """Submit every request at once and wait for all; one failing leaves the others running to their end."""
-    results = await asyncio.gather(*(run_one(start, r) for r in requests), return_exceptions=True)
-    outcomes: list[Outcome] = []
-    for result in results:
-        if isinstance(result, BaseException) and not isinstance(result, HeylookError):
-            raise result
-        outcomes.append(result)
-    return outcomes
 
 
 @dataclass(slots=True)

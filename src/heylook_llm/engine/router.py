@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import math
 import time
@@ -24,12 +23,9 @@ from heylook_llm.backends.base import Backend
 from heylook_llm.config.durations import format_duration
 from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.engine.features import refuse_undeclared
 from heylook_llm.engine.metrics import MetricsRecorder, ModelLoadState
-from heylook_llm.engine.output import OutputParser, PassThrough
-from heylook_llm.engine.worker import GenerationStream, ModelWorker
-from heylook_llm.errors import HeylookError, InvalidRequest, ModelNotFound, ServerBusy
-from heylook_llm.types import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats
+from heylook_llm.engine.worker import ModelWorker
+from heylook_llm.errors import InvalidRequest, ModelNotFound, ServerBusy
 
 log = logging.getLogger(__name__)
 
@@ -321,86 +317,3 @@ class ModelRouter:
                     self.expirations += 1
                     self.metrics.model_expired(model.entry.id)
                     await self._unload(key)
-
-
-def with_entry_defaults(request: GenerationRequest, entry: ModelEntry) -> GenerationRequest:
-    """Apply what the registry entry adds to every request: its system prompt, when the chat has none."""
-    if entry.system and request.messages is not None and not any(m.role == "system" for m in request.messages):
-        return dataclasses.replace(request, messages=[ChatMessage("system", entry.system), *request.messages])
-    return request
-
-
-class ActiveGeneration:
-    """A generation that has started: the model is held until `close()`, which also cancels the worker side.
-
-    `close()` is synchronous so that it runs to the end in the `finally` of a task being cancelled. Chunks pass
-    through `parser`, the model's output parser (tool calls, reasoning), once, before any dialect sees them.
-    """
-
-    def __init__(self, lease: Lease, stream: GenerationStream, first: GenerationChunk) -> None:
-        self.lease = lease
-        self._stream = stream
-        self.first = first
-        self._ended = False
-        self.parser: OutputParser = PassThrough()
-
-    async def chunks(self) -> AsyncIterator[GenerationChunk]:
-        async for chunk in self._raw_chunks():
-            yield self.parser.parse(chunk)
-
-    async def _raw_chunks(self) -> AsyncIterator[GenerationChunk]:
-        chunk = self.first
-        while True:
-            if chunk.finish_reason is not None and not self._ended:
-                # Every generation ends here, whatever the dialect: the one place its figures are recorded.
-                self._ended = True
-                stats = chunk.stats if chunk.stats is not None else GenerationStats()
-                stats.load_seconds = self.lease.load_seconds
-                chunk.stats = stats
-                self.lease.metrics.generation_finished(self.lease.entry.id, stats)
-            yield chunk
-            if chunk.finish_reason is not None:
-                return
-            try:
-                chunk = await anext(self._stream)
-            except Exception as exc:
-                self._ended = True
-                self.lease.metrics.generation_failed(self.lease.entry.id, exc)
-                raise
-
-    def close(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self.lease.metrics.generation_cancelled(self.lease.entry.id)
-        self._stream.cancel()
-        self.lease.release()
-
-
-async def start_generation(
-    router: ModelRouter, entry: ModelEntry, request: GenerationRequest, *, keep_alive: float | None = None
-) -> ActiveGeneration:
-    """Acquire the model, queue the request and wait until the prompt is accepted (errors surface here).
-
-    `keep_alive`: seconds the model stays loaded after this request (None: the server default).
-    """
-    request = with_entry_defaults(request, entry)
-    try:
-        lease = await router.checkout(entry, keep_alive=keep_alive)
-    except HeylookError as exc:
-        router.metrics.generation_failed(entry.id, exc)
-        raise
-    stream: GenerationStream | None = None
-    try:
-        backend = lease.worker.backend
-        refuse_undeclared(request, backend.features, entry.id)
-        backend.check_request(request)
-        stream = lease.worker.submit(request)
-        first = await anext(stream)
-    except BaseException as exc:
-        if stream is not None:
-            stream.cancel()
-        lease.release()
-        if isinstance(exc, Exception):
-            router.metrics.generation_failed(entry.id, exc)
-        raise
-    return ActiveGeneration(lease, stream, first)

@@ -21,12 +21,15 @@ from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.backend_probe import BackendImport, BackendProbe
 from heylook_llm.engine.fanout import StartGeneration
 from heylook_llm.engine.features import expected_features
+from heylook_llm.engine.generation import ActiveGeneration, start_generation
 from heylook_llm.engine.metrics import MetricsRecorder
 from heylook_llm.engine.output import output_parser_for
-from heylook_llm.engine.router import ActiveGeneration, BackendFactory, ModelRouter, start_generation
+from heylook_llm.engine.router import BackendFactory, ModelRouter
 from heylook_llm.errors import CapabilityError, HeylookError, ModelLoadError, ModelNotFound
 from heylook_llm.model_info import ModelFileError, ModelFileInfo, ModelInfoReader, read_model_files
 from heylook_llm.types import EmbeddingInputs, EmbeddingResult, Feature, GenerationRequest, SamplingOverrides
+
+__all__ = ["ActiveGeneration", "BackendFactory", "Embedded", "Engine", "LoadedStatus"]
 
 log = logging.getLogger(__name__)
 

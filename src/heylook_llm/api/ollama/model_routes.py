@@ -13,6 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
 from heylook_llm.api.ollama import convert, refusals
+from heylook_llm.api.ollama.dialect import OllamaRoute
 from heylook_llm.api.ollama.schemas import (
     CopyRequest,
     CreateRequest,
@@ -41,7 +42,7 @@ HOW_TO_ADD = (
     "add a model with `heylookllm import PATH` or by editing models.yaml"
 )
 
-model_routes = APIRouter()
+model_routes = APIRouter(route_class=OllamaRoute)
 
 
 async def _facts(engine: Engine, entry: ModelEntry) -> tuple[ModelFileInfo, str]:

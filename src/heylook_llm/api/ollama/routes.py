@@ -14,6 +14,7 @@ from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
 from heylook_llm.api.ollama import convert, refusals
+from heylook_llm.api.ollama.dialect import OllamaRoute, ollama_stream_error
 from heylook_llm.api.ollama.model_routes import model_routes
 from heylook_llm.api.ollama.schemas import (
     ChatRequest,
@@ -26,8 +27,7 @@ from heylook_llm.api.ollama.schemas import (
 )
 from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.engine.router import ActiveGeneration
-from heylook_llm.engine.service import Engine
+from heylook_llm.engine.service import ActiveGeneration, Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import Feature, FinishReason, GenerationStats, ImageData
 
@@ -47,7 +47,7 @@ STREAM_DOC: dict[int | str, dict[str, Any]] = {
     }
 }
 
-routes = APIRouter(tags=["Ollama"], responses=ERRORS)
+routes = APIRouter(tags=["Ollama"], responses=ERRORS, route_class=OllamaRoute)
 routes.include_router(model_routes)
 
 
@@ -105,7 +105,7 @@ async def _lines(
                 yield ndjson_line(final(chunk.finish_reason, chunk.stats or GenerationStats(), chunk.context_tokens))
     except HeylookError as exc:
         # The 200 and earlier lines are gone already: Ollama reports a late failure as an error line.
-        yield ndjson_line({"error": exc.message})
+        yield ollama_stream_error(exc)
     finally:
         active.close()
 

@@ -15,9 +15,9 @@ from starlette.responses import Response, StreamingResponse
 
 from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
-from heylook_llm.api.errors import openai_error_payload
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
 from heylook_llm.api.openai import batch, convert, refusals
+from heylook_llm.api.openai.dialect import OpenAIRoute, openai_stream_error
 from heylook_llm.api.openai.image_parts import Upload, image_refs, parse_multipart_chat
 from heylook_llm.api.openai.schemas import (
     ChatCompletionRequest,
@@ -31,13 +31,12 @@ from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.fanout import StartGeneration
 from heylook_llm.engine.features import capability_names
-from heylook_llm.engine.router import ActiveGeneration
-from heylook_llm.engine.service import Engine
+from heylook_llm.engine.service import ActiveGeneration, Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import Feature, FinishReason, GenerationRequest, GenerationStats
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: error_schema() for code in (400, 404, 500, 503)}
-routes = APIRouter(tags=["OpenAI"], responses=ERRORS)
+routes = APIRouter(tags=["OpenAI"], responses=ERRORS, route_class=OpenAIRoute)
 
 
 def _card(entry: ModelEntry, engine: Engine) -> ModelCard:
@@ -128,7 +127,7 @@ async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include
         yield SSE_DONE
     except HeylookError as exc:
         # Headers are gone already: report the failure as an error event, as OpenAI does mid-stream.
-        yield sse_event(openai_error_payload(exc))
+        yield openai_stream_error(exc)
     finally:
         active.close()
 
@@ -191,7 +190,7 @@ async def _completion_events(
             yield sse_event(convert.usage_chunk(gens[0], created, "text_completion", all_stats))
         yield SSE_DONE
     except HeylookError as exc:
-        yield sse_event(openai_error_payload(exc))
+        yield openai_stream_error(exc)
     finally:
         if active is not None:
             active.close()
