@@ -145,6 +145,15 @@ def _demo_config() -> Path:
     return folder / "models.yaml"
 
 
+def _url_host(host: str) -> str:
+    """A host to put in a URL: a wildcard address is reached through the loopback one; IPv6 goes in brackets."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = find_config(args.config)
@@ -186,6 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
         settings.port,
         api.value,
     )
+    log.info("web page (chat and dashboard): http://%s:%d/ui", _url_host(settings.host), settings.port)
     uvicorn.run(
         create_app(settings, registry),
         host=settings.host,

@@ -141,6 +141,16 @@ ResponseFormat = Literal["json"] | dict[str, Any]
 
 
 @dataclass(slots=True, frozen=True)
+class GrammarSpec:
+    """Output constrained by a grammar (Lark, or llama.cpp's GBNF) or a regular expression."""
+
+    syntax: Literal["grammar", "regex"]
+    text: str
+    param: str = "grammar"
+    """The request field it came from, for errors."""
+
+
+@dataclass(slots=True, frozen=True)
 class ToolSpec:
     """A function the model may call."""
 
@@ -179,8 +189,12 @@ class GenerationRequest:
     messages: list[ChatMessage] | None = None
     prompt: str | None = None
     request_id: str = ""
+    origin: str = ""
+    """The API dialect that made the request ("openai", "ollama"), for the request history; "" when not said."""
     response_format: ResponseFormat | None = None
     """Constrain the output to JSON; a backend that cannot must refuse the request (CapabilityError)."""
+    grammar: GrammarSpec | None = None
+    """Constrain the output to a grammar or regex instead (an extension field of both dialects)."""
     suffix: str | None = None
     """Text that follows the insertion point (fill-in-the-middle); only with `prompt`, on models with FIM tokens."""
     context_tokens: list[int] | None = None

@@ -30,7 +30,7 @@ def test_default_server_capabilities(server: ServerProcess) -> None:
     assert models["demo-gguf"]["features"]["constrained_output"] is True
     assert models["demo-gguf"]["features"]["chat"] is True
     assert models["demo-gguf"]["context_length"] == 2048
-    assert models["demo-mlx"]["features"]["constrained_output"] is False
+    assert models["demo-mlx"]["features"]["constrained_output"] is True
     assert models["demo-embed-gguf"]["features"]["embedding"] is True
     assert models["demo-embed-gguf"]["features"]["chat"] is False
     assert caps["max_loaded_models"] == 2

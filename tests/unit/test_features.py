@@ -98,7 +98,7 @@ def test_expected_features_follow_the_configuration() -> None:
     assert capability_names(expected_features(chat, fill_in_middle=True)) == ["completion", "insert"]
     assert capability_names(expected_features(embed)) == ["embedding"]
     assert capability_names(expected_features(see)) == ["completion", "vision"]
-    assert Feature.RESPONSE_FORMAT not in expected_features(mlx)
+    assert Feature.RESPONSE_FORMAT in expected_features(mlx) and Feature.FILL_IN_MIDDLE not in expected_features(mlx)
 
 
 def test_merged_chunks_keep_text_reasoning_tool_calls_tokens_and_logprobs() -> None:

@@ -10,9 +10,11 @@ import mlx.core as mx
 import pytest
 from mlx_lm.models.cache import KVCache, QuantizedKVCache
 
+from heylook_llm.backends import mlx_batched
 from heylook_llm.backends.base import Backend
-from heylook_llm.backends.mlx import MLXBackend
-from heylook_llm.config.registry import parse_registry
+from heylook_llm.backends.mlx import MLXBackend, MLXBatchedBackend
+from heylook_llm.backends.mlx_common import MLXModelBase
+from heylook_llm.config.registry import MLXConfig, parse_registry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.demo import (
     DEMO_MLX_DIR,
@@ -31,11 +33,14 @@ pytestmark = pytest.mark.unit
 HELLO = [ChatMessage("user", "hello there, tests")]
 
 
-def _backend(**config: Any) -> MLXBackend:
+def _backend(**config: Any) -> Any:
+    """The class the backends table picks for this config (built directly: vision configs load through mlx-vlm)."""
     registry = parse_registry({"models": [{"id": "m", "provider": "mlx", "config": config}]}, None)
     entry = registry.get("m")
     assert entry is not None
-    return MLXBackend(entry, ServerSettings())
+    assert isinstance(entry.config, MLXConfig)
+    backend_cls = MLXBatchedBackend if mlx_batched(entry.config) else MLXBackend
+    return backend_cls(entry, ServerSettings())
 
 
 def _request(
@@ -53,21 +58,21 @@ def _run(backend: Backend, request: GenerationRequest) -> tuple[str, GenerationC
 
 
 @pytest.fixture(scope="module")
-def demo_mlx(demo_dir: Path) -> Iterator[MLXBackend]:
+def demo_mlx(demo_dir: Path) -> Iterator[MLXModelBase]:
     backend = _backend(model_path=str(demo_dir / DEMO_MLX_DIR))
     backend.load()
     yield backend
     backend.unload()
 
 
-def test_facts_after_load(demo_mlx: MLXBackend) -> None:
+def test_facts_after_load(demo_mlx: MLXModelBase) -> None:
     assert demo_mlx.facts.context_length == ModelShape().context
     assert demo_mlx.facts.size_bytes > 0
     assert demo_mlx.facts.chat_template is not None and "<|im_start|>" in demo_mlx.facts.chat_template
     assert demo_mlx.facts.metadata["general.architecture"] == "llama"
 
 
-def test_a_shared_prefix_is_reused_and_gives_the_same_tokens(demo_mlx: MLXBackend) -> None:
+def test_a_shared_prefix_is_reused_and_gives_the_same_tokens(demo_mlx: MLXModelBase) -> None:
     first_text, first = _run(demo_mlx, _request(max_tokens=20, repeat_penalty=1.3, repeat_last_n=16))
     again_text, again = _run(demo_mlx, _request(max_tokens=20, repeat_penalty=1.3, repeat_last_n=16))
     assert first.stats is not None and again.stats is not None
@@ -89,7 +94,7 @@ def test_a_shared_prefix_is_reused_and_gives_the_same_tokens(demo_mlx: MLXBacken
     assert fresh_text == reused_text
 
 
-def test_seeded_sequences_taking_turns_on_one_thread_keep_their_own_draws(demo_mlx: MLXBackend) -> None:
+def test_seeded_sequences_taking_turns_on_one_thread_keep_their_own_draws(demo_mlx: MLXModelBase) -> None:
     alone = [_run(demo_mlx, _request(temperature=1.0, top_p=1.0, seed=s, max_tokens=24))[0] for s in (1, 2)]
     assert alone[0] != alone[1]
     streams = [demo_mlx.generate(_request(temperature=1.0, top_p=1.0, seed=s, max_tokens=24)) for s in (1, 2)]
@@ -104,20 +109,20 @@ def test_seeded_sequences_taking_turns_on_one_thread_keep_their_own_draws(demo_m
     assert texts == alone
 
 
-def test_eos_ends_with_stop_and_is_not_counted(demo_mlx: MLXBackend, demo_dir: Path) -> None:
+def test_eos_ends_with_stop_and_is_not_counted(demo_mlx: MLXModelBase, demo_dir: Path) -> None:
     eos = train_tokenizer(ModelShape().vocab).token_id(EOS_TOKEN)
     text, last = _run(demo_mlx, _request(logit_bias=((eos, 100.0),)))
     assert text == "" and last.finish_reason is FinishReason.STOP
     assert last.stats is not None and last.stats.completion_tokens == 0
 
 
-def test_raw_prompts_may_spell_control_tokens(demo_mlx: MLXBackend) -> None:
+def test_raw_prompts_may_spell_control_tokens(demo_mlx: MLXModelBase) -> None:
     # As in the llama.cpp backend: "a<|im_end|>b" is three tokens.
     _, last = _run(demo_mlx, _request(prompt=f"a{EOS_TOKEN}b", max_tokens=1))
     assert last.stats is not None and last.stats.prompt_tokens == 3
 
 
-def test_a_reply_can_be_continued_from_its_tokens(demo_mlx: MLXBackend) -> None:
+def test_a_reply_can_be_continued_from_its_tokens(demo_mlx: MLXModelBase) -> None:
     request = _request(prompt="Once upon a time", max_tokens=12)
     request.return_tokens = True
     _, first = _run(demo_mlx, request)
@@ -137,21 +142,17 @@ def test_a_reply_can_be_continued_from_its_tokens(demo_mlx: MLXBackend) -> None:
         demo_mlx.generate(bad)
 
 
-def test_json_format_and_suffix_are_not_declared(demo_mlx: MLXBackend) -> None:
+def test_suffix_is_not_declared(demo_mlx: MLXBackend) -> None:
     # The engine refuses any request feature a backend does not declare (engine/features.py).
-    assert Feature.RESPONSE_FORMAT not in demo_mlx.features and Feature.FILL_IN_MIDDLE not in demo_mlx.features
-    with_format = _request()
-    with_format.response_format = "json"
-    with pytest.raises(CapabilityError, match="JSON") as refused:
-        refuse_undeclared(with_format, demo_mlx.features, "demo-mlx")
-    assert refused.value.param == "response_format"
+    assert Feature.RESPONSE_FORMAT in demo_mlx.features and Feature.FILL_IN_MIDDLE not in demo_mlx.features
     with_suffix = _request(prompt="def f(")
     with_suffix.suffix = "return x"
-    with pytest.raises(CapabilityError, match="fill-in-the-middle"):
+    with pytest.raises(CapabilityError, match="fill-in-the-middle") as refused:
         refuse_undeclared(with_suffix, demo_mlx.features, "demo-mlx")
+    assert refused.value.param == "suffix"
 
 
-def test_request_errors_come_before_the_first_token(demo_mlx: MLXBackend) -> None:
+def test_request_errors_come_before_the_first_token(demo_mlx: MLXModelBase) -> None:
     with pytest.raises(ContextLengthExceeded) as too_long:
         demo_mlx.generate(_request(prompt="hello " * 3000))
     assert too_long.value.context_length == ModelShape().context
@@ -161,7 +162,7 @@ def test_request_errors_come_before_the_first_token(demo_mlx: MLXBackend) -> Non
         demo_mlx.generate(_request(prompt=""))
 
 
-def test_closing_between_tokens_cancels(demo_mlx: MLXBackend) -> None:
+def test_closing_between_tokens_cancels(demo_mlx: MLXModelBase) -> None:
     stream = demo_mlx.generate(_request(max_tokens=500))
     for _ in range(3):
         assert next(stream).finish_reason is None

@@ -11,8 +11,10 @@ import mlx.core as mx
 import pytest
 from mlx_lm.models.cache import KVCache
 
-from heylook_llm.backends.mlx import MLXBackend
+from heylook_llm.backends import create_backend
+from heylook_llm.backends.mlx import MLXBackend, MLXBatchedBackend
 from heylook_llm.backends.mlx_batch import PromptCachePool
+from heylook_llm.backends.mlx_common import MLXModelBase
 from heylook_llm.config.registry import RegistryError, parse_registry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.demo import DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR
@@ -21,13 +23,14 @@ from heylook_llm.types import ChatMessage, FinishReason, GenerationChunk, Genera
 pytestmark = pytest.mark.unit
 
 
-def _backend(model_path: Path, **config: Any) -> MLXBackend:
+def _backend(model_path: Path, **config: Any) -> Any:
     registry = parse_registry(
         {"models": [{"id": "m", "provider": "mlx", "config": {"model_path": str(model_path), **config}}]}, None
     )
     entry = registry.get("m")
     assert entry is not None
-    backend = MLXBackend(entry, ServerSettings())
+    backend = create_backend(entry, ServerSettings())
+    assert isinstance(backend, MLXModelBase)
     backend.load()
     return backend
 
@@ -40,7 +43,7 @@ def _request(index: int, **sampling: Any) -> GenerationRequest:
     return GenerationRequest("m", SamplingParams(**sampling), messages=[ChatMessage("user", text)])
 
 
-def _alone(backend: MLXBackend, request: GenerationRequest) -> tuple[str, GenerationChunk]:
+def _alone(backend: MLXModelBase, request: GenerationRequest) -> tuple[str, GenerationChunk]:
     chunks = list(backend.generate(request))
     return "".join(c.text for c in chunks), chunks[-1]
 
@@ -48,7 +51,7 @@ def _alone(backend: MLXBackend, request: GenerationRequest) -> tuple[str, Genera
 class Together:
     """Drives sequences as the worker does: every live one in each step, closed when it ends."""
 
-    def __init__(self, backend: MLXBackend, requests: list[GenerationRequest]) -> None:
+    def __init__(self, backend: MLXModelBase, requests: list[GenerationRequest]) -> None:
         self.backend = backend
         self.handles = [backend.open_sequence(r) for r in requests]
         self.texts = [""] * len(requests)
@@ -90,7 +93,7 @@ def model_path(demo_dir: Path) -> Path:
 
 
 @pytest.fixture()
-def batched(model_path: Path) -> Iterator[MLXBackend]:
+def batched(model_path: Path) -> Iterator[MLXBatchedBackend]:
     backend = _backend(model_path)
     yield backend
     backend.unload()
@@ -103,12 +106,14 @@ def one_at_a_time(model_path: Path) -> Iterator[MLXBackend]:
     backend.unload()
 
 
-def test_the_demo_model_is_batched_four_at_a_time_by_default(batched: MLXBackend, one_at_a_time: MLXBackend) -> None:
-    assert batched.max_parallel == 4 and batched._batch is not None
-    assert one_at_a_time.max_parallel == 1 and one_at_a_time._batch is None
+def test_the_demo_model_is_batched_four_at_a_time_by_default(
+    batched: MLXBatchedBackend, one_at_a_time: MLXBackend
+) -> None:
+    assert isinstance(batched, MLXBatchedBackend) and batched.max_parallel == 4 and batched._batch is not None
+    assert isinstance(one_at_a_time, MLXBackend) and one_at_a_time.max_parallel == 1
 
 
-def test_one_step_advances_every_sequence(batched: MLXBackend) -> None:
+def test_one_step_advances_every_sequence(batched: MLXBatchedBackend) -> None:
     together = Together(batched, [_request(i, max_tokens=40) for i in range(4)])
     while not all(c is not None and c.finish_reason is None for c in together.step()):
         assert together.steps < 10, "the prompts should be read within a few steps"
@@ -132,7 +137,7 @@ def test_one_step_advances_every_sequence(batched: MLXBackend) -> None:
     ids=["greedy", "penalties", "logit-bias"],
 )
 def test_greedy_tokens_are_the_same_alone_batched_and_unbatched(
-    batched: MLXBackend, one_at_a_time: MLXBackend, sampling: dict[str, Any]
+    batched: MLXBatchedBackend, one_at_a_time: MLXBackend, sampling: dict[str, Any]
 ) -> None:
     requests = [_request(i, **sampling) for i in range(4)]
     unbatched = [_alone(one_at_a_time, r)[0] for r in requests]
@@ -145,7 +150,7 @@ def test_greedy_tokens_are_the_same_alone_batched_and_unbatched(
     assert len(set(alone)) > 1
 
 
-def test_batched_logprobs_are_bit_identical_to_single_ones(batched: MLXBackend) -> None:
+def test_batched_logprobs_are_bit_identical_to_single_ones(batched: MLXBatchedBackend) -> None:
     """Why the equality above is exact: on this CPU build one row of a batch computes the same floats as a batch of
     one (padded prompts included). Should a backend ever differ, this test says so before greedy texts do."""
     engine = batched._batch
@@ -169,7 +174,9 @@ def test_batched_logprobs_are_bit_identical_to_single_ones(batched: MLXBackend) 
         assert mx.array_equal(single, row).item()
 
 
-def test_seeded_sampling_is_reproducible_under_concurrency(batched: MLXBackend, one_at_a_time: MLXBackend) -> None:
+def test_seeded_sampling_is_reproducible_under_concurrency(
+    batched: MLXBatchedBackend, one_at_a_time: MLXBackend
+) -> None:
     def requests(seeds: list[int]) -> list[GenerationRequest]:
         return [_request(i, temperature=1.0, top_p=0.95, seed=s, max_tokens=32) for i, s in enumerate(seeds)]
 
@@ -192,7 +199,7 @@ def test_seeded_sampling_is_reproducible_under_concurrency(batched: MLXBackend, 
     assert late.texts[0] == alone[2]
 
 
-def test_cancelling_one_sequence_leaves_the_others_running(batched: MLXBackend) -> None:
+def test_cancelling_one_sequence_leaves_the_others_running(batched: MLXBatchedBackend) -> None:
     alone = [_alone(batched, _request(i, max_tokens=30))[0] for i in range(3)]
     together = Together(batched, [_request(i, max_tokens=30) for i in range(3)])
     for _ in range(6):
@@ -214,7 +221,7 @@ def test_cancelling_one_sequence_leaves_the_others_running(batched: MLXBackend) 
     assert _alone(batched, _request(2, max_tokens=30))[0] == alone[2]
 
 
-def test_stop_strings_and_eos_end_only_their_own_sequence(batched: MLXBackend) -> None:
+def test_stop_strings_and_eos_end_only_their_own_sequence(batched: MLXBatchedBackend) -> None:
     reference = _alone(batched, _request(0, max_tokens=30))[0]
     stop = reference[8:11]
     assert stop and stop not in reference[:8]
@@ -235,7 +242,7 @@ def test_stop_strings_and_eos_end_only_their_own_sequence(batched: MLXBackend) -
     assert other is not None and other.finish_reason is FinishReason.LENGTH
 
 
-def test_a_second_turn_reuses_the_first_turns_cache(batched: MLXBackend, model_path: Path) -> None:
+def test_a_second_turn_reuses_the_first_turns_cache(batched: MLXBatchedBackend, model_path: Path) -> None:
     penalties = {"temperature": 0.0, "repeat_penalty": 1.3, "repeat_last_n": 64, "max_tokens": 20}
     turn1 = [
         GenerationRequest("m", SamplingParams(**penalties), messages=[ChatMessage("user", f"chat {i}")]) for i in (0, 1)
@@ -304,7 +311,7 @@ def test_models_mlx_lm_cannot_batch_run_one_request_at_a_time(demo_dir: Path, mo
     ):
         backend = _backend(model_path, **config)
         try:
-            assert backend.max_parallel == 1 and backend._batch is None
+            assert isinstance(backend, MLXBackend) and backend.max_parallel == 1
         finally:
             backend.unload()
     for config in (

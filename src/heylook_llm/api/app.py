@@ -20,6 +20,7 @@ from heylook_llm.api.ollama.routes import routes as ollama_routes
 from heylook_llm.api.openai.dialect import OPENAI
 from heylook_llm.api.openai.routes import routes as openai_routes
 from heylook_llm.api.server_routes import routes as server_routes
+from heylook_llm.api.ui import routes as ui
 from heylook_llm.config.registry import Registry
 from heylook_llm.config.settings import ServerSettings, user_cache_dir
 from heylook_llm.engine.metrics import MetricsRecorder
@@ -47,7 +48,8 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     app = FastAPI(
         title="heylookllm",
         version=__version__,
-        description="A local LLM server speaking the OpenAI and Ollama APIs, with llama.cpp and MLX backends.",
+        description="A local LLM server speaking the OpenAI and Ollama APIs, with llama.cpp and MLX backends. "
+        "Web page (chat and live dashboard): [/ui](/ui).",
         lifespan=lifespan,
     )
     app.state.metrics = MetricsRecorder()
@@ -62,6 +64,8 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
         return {"status": "ok", "version": __version__}
 
     app.include_router(server_routes)
+    app.include_router(ui.page_routes)
+    app.include_router(ui.routes)
     if settings.api.serves_openai:
         app.include_router(openai_routes)
     if settings.api.serves_ollama:

@@ -13,10 +13,11 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any
 
-import orjson
+from llguidance.llamacpp import lltokenizer_from_vocab
 
 from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
+from heylook_llm.backends.constrained import GrammarCache, TokenMask, grammar_text
 from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence
 from heylook_llm.backends.tokens import checked_context
 from heylook_llm.config.chat_formats import CHAT_FORMATS
@@ -30,7 +31,6 @@ from heylook_llm.types import (
     Feature,
     GenerationChunk,
     GenerationRequest,
-    ResponseFormat,
 )
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class LlamaCppBackend(Backend):
         self._embedder: Any = None
         self._template: ChatTemplate | None = None
         self._fim_tokens: tuple[int, int, int] | None = None
+        self._grammars: GrammarCache | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -233,17 +234,28 @@ class LlamaCppBackend(Backend):
             tokens = self._prompt_tokens(request)
             if len(tokens) >= self.config.n_ctx:
                 raise ContextLengthExceeded(len(tokens), self.config.n_ctx)
-            grammar = json_grammar_source(request.response_format) if request.response_format is not None else None
-            return engine.open(tokens, request.sampling, grammar, request.return_tokens)
+            return engine.open(tokens, request.sampling, self._token_mask(request), request.return_tokens)
         media = self._media_prompt(request)
         try:
             if media.token_count >= self.config.n_ctx:
                 raise ContextLengthExceeded(media.token_count, self.config.n_ctx)
-            grammar = json_grammar_source(request.response_format) if request.response_format is not None else None
-            return engine.open(media.positions, request.sampling, grammar, request.return_tokens, media)
+            mask = self._token_mask(request)
+            return engine.open(media.positions, request.sampling, mask, request.return_tokens, media)
         except BaseException:
             media.release()
             raise
+
+    def _token_mask(self, request: GenerationRequest) -> TokenMask | None:
+        """The request's output constraint as a token mask (None: unconstrained). The grammar tokenizer is made
+        from the model's vocabulary on the first constrained request (a few ms to a second)."""
+        grammar = grammar_text(request.response_format, request.grammar)
+        if grammar is None:
+            return None
+        engine = self._require_engine()
+        if self._grammars is None:
+            self._grammars = GrammarCache(lltokenizer_from_vocab(engine.vocab, n_vocab=engine.n_vocab))
+        param = request.grammar.param if request.grammar is not None else "response_format"
+        return TokenMask(self._grammars.matcher(grammar, param), engine.n_vocab)
 
     def step(self, sequences: list[Any]) -> list[GenerationChunk | BaseException | None]:
         return list(self._require_engine().step(sequences))
@@ -296,21 +308,6 @@ def _token_lists(inputs: EmbeddingInputs, embedder: Any) -> list[list[int]]:
             )
         lists.append(list(item))
     return lists
-
-
-def json_grammar_source(response_format: ResponseFormat) -> str:
-    """GBNF for "json" (any object) or a JSON schema, through llama-cpp-python's schema converter."""
-    from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
-
-    if response_format == "json":
-        return JSON_GBNF
-    try:
-        return str(json_schema_to_gbnf(orjson.dumps(response_format).decode()))
-    except Exception as exc:  # the converter raises AssertionError, ValueError, KeyError... on what it lacks
-        raise InvalidRequest(
-            f"response format: this JSON schema cannot be turned into a grammar: {type(exc).__name__}: {exc}",
-            param="response_format",
-        ) from exc
 
 
 def _has_images(request: GenerationRequest) -> bool:

@@ -23,7 +23,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
+import numpy as np
 
+from heylook_llm.backends.constrained import TokenMask
 from heylook_llm.backends.llama_sampling import build_sampler_chain
 from heylook_llm.backends.llama_slots import Slot, SlotTable
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
@@ -123,6 +125,8 @@ class Sequence:
     """The images of the prompt still to evaluate (and the chunk list owning them); None for text prompts."""
     prompt_tokens: int = 0
     """Prompt size reported to clients: len(prompt), or text plus image embedding tokens."""
+    mask: TokenMask | None = None
+    """The output constraint (JSON schema, grammar, regex), applied to the logits before the sampler chain."""
 
 
 class LlamaEngine:
@@ -234,6 +238,11 @@ class LlamaEngine:
         return int(getter(self._vocab))
 
     @property
+    def vocab(self) -> Any:
+        """The model's llama_vocab pointer (for tokenizers built on it, such as the grammar engine's)."""
+        return self._vocab
+
+    @property
     def bos_id(self) -> int:
         return int(llama_cpp.llama_vocab_bos(self._vocab))
 
@@ -285,7 +294,7 @@ class LlamaEngine:
         self,
         prompt: list[int],
         params: SamplingParams,
-        grammar: str | None,
+        mask: TokenMask | None,
         return_tokens: bool,
         media: MediaPrompt | None = None,
     ) -> Sequence:
@@ -298,7 +307,7 @@ class LlamaEngine:
             raise InvalidRequest("the prompt must end with text after its last image")
         slots = self._slot_table
         slot, reuse = slots.claim(prompt)
-        sampler = build_sampler_chain(self._vocab, self.n_vocab, params, grammar, prompt)
+        sampler = build_sampler_chain(self.n_vocab, params, prompt)
         # At least the last prompt token is evaluated again, to get logits for the first sample.
         reuse = min(reuse, len(prompt) - 1)
         if media is not None:
@@ -321,6 +330,7 @@ class LlamaEngine:
             stops=StopMatcher(params.stop),
             media=media,
             prompt_tokens=prompt_tokens,
+            mask=mask,
         )
 
     def close(self, seq: Sequence) -> None:
@@ -374,7 +384,7 @@ class LlamaEngine:
             for seq in live:
                 self._forget(seq)
             raise GenerationFailed(f"llama_decode failed with status {status}")
-        return [failed.get(id(seq)) or (self._sample(seq) if seq.logits_index >= 0 else None) for seq in seqs]
+        return [failed.get(id(seq)) or (self._sample_or_fail(seq) if seq.logits_index >= 0 else None) for seq in seqs]
 
     def _evaluate_image(self, seq: Sequence) -> None:
         """Evaluate the image at the head of `seq.pending`, whose text before it is already in the cache."""
@@ -400,16 +410,30 @@ class LlamaEngine:
         """After a failed decode the slot's cache state is unknown: clear it."""
         self._slot_table.clear(seq.slot)
 
+    def _sample_or_fail(self, seq: Sequence) -> GenerationChunk | BaseException:
+        """The sequence's next chunk; a constraint that leaves no token ends only this sequence, with an error."""
+        try:
+            return self._sample(seq)
+        except GenerationFailed as exc:
+            seq.done = True
+            return exc
+
     def _sample(self, seq: Sequence) -> GenerationChunk:
+        if seq.mask is not None:
+            logits = llama_cpp.llama_get_logits_ith(self._ctx, seq.logits_index)
+            seq.mask.apply(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)))
         token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.logits_index))
         if not seq.output and seq.first_token_at == 0.0:
             seq.first_token_at = time.perf_counter()
         if token in self.eog_ids:
             return self._finish(seq, FinishReason.STOP, "")
+        if seq.mask is not None:
+            seq.mask.accept(token)
         seq.output.append(token)
         seq.next_token = token
         text = seq.stops.feed(seq.assembler.feed(self.piece(token)))
-        if seq.stops.stopped:
+        if seq.stops.stopped or (seq.mask is not None and seq.mask.finished):
+            # A complete grammar allows only the end: finish now rather than spend a step on sampling it.
             return self._finish(seq, FinishReason.STOP, text)
         if len(seq.output) >= seq.budget:
             tail = seq.stops.feed(seq.assembler.flush()) + seq.stops.flush()

@@ -11,11 +11,10 @@ from heylook_llm.errors import InvalidRequest
 from heylook_llm.types import SamplingParams
 
 
-def build_sampler_chain(
-    vocab: Any, n_vocab: int, params: SamplingParams, grammar: str | None, prompt: list[int]
-) -> Any:
-    """One sequence's llama_sampler chain: logit bias, grammar, penalties, then greedy or top-k/top-p/min-p/temperature
-    and a seeded draw. The caller frees it with llama_sampler_free."""
+def build_sampler_chain(n_vocab: int, params: SamplingParams, prompt: list[int]) -> Any:
+    """One sequence's llama_sampler chain: logit bias, penalties, then greedy or top-k/top-p/min-p/temperature and a
+    seeded draw. An output constraint masks the logits before the chain runs (backends/constrained.py). The caller
+    frees the chain with llama_sampler_free."""
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
 
     def add(sampler: Any) -> None:
@@ -34,12 +33,6 @@ def build_sampler_chain(
             # OpenAI's -100 bans a token: -inf keeps it out whatever the later samplers do.
             biases[i].bias = float("-inf") if value <= -100 else value
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
-    if grammar is not None:
-        constrained = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-        if not constrained:
-            llama_cpp.llama_sampler_free(chain)
-            raise InvalidRequest("the response format could not be compiled into a grammar", param="response_format")
-        add(constrained)
     if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
         penalties = llama_cpp.llama_sampler_init_penalties(
             n_vocab,

@@ -21,7 +21,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import KVCache
 
-from heylook_llm.backends.mlx_support import LogitsProcessor, Sampler, TokenDecoder
+from heylook_llm.backends.mlx_support import LogitsSetup, Sampler, TokenDecoder
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
 from heylook_llm.backends.tokens import common_prefix
 from heylook_llm.errors import GenerationFailed
@@ -107,12 +107,14 @@ class BatchSequence:
     assembler: Utf8Assembler = field(default_factory=Utf8Assembler)
     first_token_at: float | None = None
     output: list[int] = field(default_factory=list)
-    pending: deque[GenerationChunk] = field(default_factory=deque)
+    pending: deque[GenerationChunk | BaseException] = field(default_factory=deque)
     """Chunks made when a step ran for other sequences while this one was not being asked for."""
     finished: bool = False
     """Its last chunk (with finish_reason) has been made."""
     in_generator: bool = True
     """The generator still holds it (mlx-lm drops a sequence itself at EOS or its token limit)."""
+    grammar: Any = None
+    """The output constraint's processor, whose `failed` ends this sequence alone."""
 
 
 class BatchEngine:
@@ -149,7 +151,7 @@ class BatchEngine:
         tokens: list[int],
         budget: int,
         sampler: Sampler,
-        processors: list[LogitsProcessor],
+        processors: LogitsSetup,
         stop: tuple[str, ...] | list[str],
         return_tokens: bool,
     ) -> BatchSequence:
@@ -162,7 +164,7 @@ class BatchEngine:
             caches=[cache] if cache is not None else None,
             all_tokens=[tokens[:cached]],
             samplers=[sampler],
-            logits_processors=[processors],
+            logits_processors=[processors.all()],
         )
         sequence = BatchSequence(
             uid=uid,
@@ -174,6 +176,7 @@ class BatchEngine:
             decoder=TokenDecoder(self._byte_table, self._tokenizer),
             stops=StopMatcher(stop),
             started=started,
+            grammar=processors.grammar,
         )
         self._live[uid] = sequence
         return sequence
@@ -218,9 +221,13 @@ class BatchEngine:
                 reason = FinishReason.LENGTH if response.finish_reason == "length" else FinishReason.STOP
                 sequence.pending.append(self._finish(sequence, reason, ""))
 
-    def _on_token(self, sequence: BatchSequence, token: int) -> GenerationChunk:
+    def _on_token(self, sequence: BatchSequence, token: int) -> GenerationChunk | BaseException:
         if sequence.first_token_at is None:
             sequence.first_token_at = time.perf_counter()
+        if sequence.grammar is not None and sequence.grammar.failed is not None:
+            sequence.finished = True
+            failure: BaseException = sequence.grammar.failed
+            return failure
         if token in self._eos_ids:
             return self._finish(sequence, FinishReason.STOP, "", counted=False)
         sequence.output.append(token)

@@ -74,6 +74,11 @@ class LogitsSetup:
     penalties: list[LogitsProcessor] = field(default_factory=list)
     """Repetition, presence and frequency penalties over the last `penalty_context` tokens."""
     penalty_context: int = 0
+    grammar: Any = None
+    """The output constraint's processor (a GrammarProcessor), applied last so that no bias can undo it."""
+
+    def all(self) -> list[LogitsProcessor]:
+        return [*self.bias, *self.penalties, *([self.grammar] if self.grammar is not None else [])]
 
 
 def build_logits_processors(params: SamplingParams, vocab_size: int, context_length: int) -> LogitsSetup:

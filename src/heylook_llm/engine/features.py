@@ -16,7 +16,7 @@ _WHY_NOT: dict[Feature, str] = {
     Feature.COMPLETION: "it cannot complete raw prompts",
     Feature.EMBEDDING: "it does not produce embeddings",
     Feature.IMAGES: "it does not accept images",
-    Feature.RESPONSE_FORMAT: "it cannot constrain its output to JSON (response_format; Ollama: format)",
+    Feature.RESPONSE_FORMAT: "it cannot constrain its output (response_format, grammar or regex; Ollama: format)",
     Feature.FILL_IN_MIDDLE: "it has no fill-in-the-middle tokens, so it cannot complete with a suffix",
     Feature.CONTEXT_TOKENS: "it cannot continue from token ids (context)",
     Feature.TOOLS: "tool calling is not available for it",
@@ -43,7 +43,7 @@ def requested_features(request: GenerationRequest) -> list[Feature]:
     messages = request.messages or []
     if any(m.images for m in messages):
         wanted.append(Feature.IMAGES)
-    if request.response_format is not None:
+    if request.response_format is not None or request.grammar is not None:
         wanted.append(Feature.RESPONSE_FORMAT)
     if request.suffix is not None:
         wanted.append(Feature.FILL_IN_MIDDLE)
@@ -85,7 +85,8 @@ def expected_features(entry: ModelEntry, *, fill_in_middle: bool = False) -> fro
     if isinstance(config, MLXConfig):
         if config.vision:
             return frozenset({Feature.CHAT, Feature.COMPLETION, Feature.IMAGES})
-        return frozenset({Feature.CHAT, Feature.COMPLETION, Feature.CONTEXT_TOKENS})
+        text = {Feature.CHAT, Feature.COMPLETION, Feature.CONTEXT_TOKENS}
+        return frozenset(text if config.draft_model_path is not None else {*text, Feature.RESPONSE_FORMAT})
     return frozenset()
 
 

@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 from heylook_llm.config.registry import ModelEntry
+from heylook_llm.engine.activity import GenerationTrace
 from heylook_llm.engine.features import refuse_undeclared
 from heylook_llm.engine.output import OutputParser, PassThrough
 from heylook_llm.engine.router import Lease, ModelRouter
@@ -29,10 +30,11 @@ class ActiveGeneration:
     through `parser`, the model's output parser (tool calls, reasoning), once, before any dialect sees them.
     """
 
-    def __init__(self, lease: Lease, stream: GenerationStream, first: GenerationChunk) -> None:
+    def __init__(self, lease: Lease, stream: GenerationStream, first: GenerationChunk, trace: GenerationTrace) -> None:
         self.lease = lease
         self._stream = stream
         self.first = first
+        self._trace = trace
         self._ended = False
         self.parser: OutputParser = PassThrough()
 
@@ -43,6 +45,8 @@ class ActiveGeneration:
     async def _raw_chunks(self) -> AsyncIterator[GenerationChunk]:
         chunk = self.first
         while True:
+            # Once per chunk, not per token: fast streams merge tokens into one chunk per stream interval.
+            self._trace.tokens(chunk.token_count)
             if chunk.finish_reason is not None and not self._ended:
                 # Every generation ends here, whatever the dialect: the one place its figures are recorded.
                 self._ended = True
@@ -50,6 +54,7 @@ class ActiveGeneration:
                 stats.load_seconds = self.lease.load_seconds
                 chunk.stats = stats
                 self.lease.metrics.generation_finished(self.lease.entry.id, stats)
+                self._trace.finished(chunk.finish_reason, stats)
             yield chunk
             if chunk.finish_reason is not None:
                 return
@@ -58,12 +63,14 @@ class ActiveGeneration:
             except Exception as exc:
                 self._ended = True
                 self.lease.metrics.generation_failed(self.lease.entry.id, exc)
+                self._trace.failed(exc)
                 raise
 
     def close(self) -> None:
         if not self._ended:
             self._ended = True
             self.lease.metrics.generation_cancelled(self.lease.entry.id)
+            self._trace.cancelled()
         self._stream.cancel()
         self.lease.release()
 
@@ -76,10 +83,12 @@ async def start_generation(
     `keep_alive`: seconds the model stays loaded after this request (None: the server default).
     """
     request = with_entry_defaults(request, entry)
+    trace = router.metrics.trace(entry.id, request)
     try:
         lease = await router.checkout(entry, keep_alive=keep_alive)
     except HeylookError as exc:
         router.metrics.generation_failed(entry.id, exc)
+        trace.failed(exc)
         raise
     stream: GenerationStream | None = None
     try:
@@ -94,5 +103,9 @@ async def start_generation(
         lease.release()
         if isinstance(exc, Exception):
             router.metrics.generation_failed(entry.id, exc)
+            trace.failed(exc)
+        else:
+            trace.cancelled()  # the client went away while the request waited
         raise
-    return ActiveGeneration(lease, stream, first)
+    trace.first_output()
+    return ActiveGeneration(lease, stream, first, trace)

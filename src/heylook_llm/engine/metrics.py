@@ -18,7 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from heylook_llm.types import GenerationStats
+from heylook_llm.engine.activity import GenerationTrace, LiveSeries, RequestHistory
+from heylook_llm.types import GenerationRequest, GenerationStats
 
 DEFAULT_WINDOW = 500
 """Generations per model (and overall) kept for the percentiles."""
@@ -147,6 +148,10 @@ class MetricsRecorder:
         self._started = time.monotonic()
         self._models: dict[str, ModelFigures] = {}
         self._overall = ModelFigures(window=deque(maxlen=window), load_times=deque(maxlen=window))
+        self.history = RequestHistory()
+        """The latest requests, for the dashboard."""
+        self.live = LiveSeries()
+        """Per-second figures per model over the last minutes, for the dashboard's plots."""
         self.registry = CollectorRegistry(auto_describe=True)
         reg = self.registry
         self._generations = Counter("heylook_generations", "Generations finished", ["model"], registry=reg)
@@ -188,6 +193,11 @@ class MetricsRecorder:
         return figures
 
     # --- recording (event loop, once per request) ----------------------------------------------
+    def trace(self, model_id: str, request: GenerationRequest) -> GenerationTrace:
+        """Follow one generation for the dashboard's history and live figures (started when it reaches the
+        engine)."""
+        return GenerationTrace(self.history, self.live, model_id, request)
+
     def generation_finished(self, model_id: str, stats: GenerationStats) -> None:
         sample = sample_of(stats)
         for figures in (self._model(model_id), self._overall):

@@ -95,6 +95,7 @@ class ModelRouter:
         self.settings = settings
         self._backend_factory = backend_factory
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # by load key, least recently used first
+        self._loading: dict[str, float] = {}  # model id -> wall-clock time its load started
         self._load_lock = asyncio.Lock()
         self._released = asyncio.Event()
         self._expiry_changed = asyncio.Event()
@@ -111,6 +112,10 @@ class ModelRouter:
 
     def loaded(self) -> list[LoadedModel]:
         return list(self._loaded.values())
+
+    def loading(self) -> dict[str, float]:
+        """Models being loaded now: model id -> wall-clock time the load started."""
+        return dict(self._loading)
 
     def _load_states(self) -> list[ModelLoadState]:
         states = [
@@ -237,6 +242,7 @@ class ModelRouter:
             if model is not None:
                 return model
             await self._make_room()
+            self._loading[entry.id] = time.time()
             try:
                 # Importing a backend (mlx-lm pulls in transformers) takes a second: keep it off the event loop.
                 backend = await asyncio.to_thread(self._backend_factory, entry, self.settings)
@@ -246,6 +252,8 @@ class ModelRouter:
             except Exception:
                 self.metrics.model_load_failed(entry.id)
                 raise
+            finally:
+                del self._loading[entry.id]
             self.loads += 1
             self.metrics.model_loaded(entry.id, worker.load_seconds)
             log.info("loaded model '%s' in %.2fs", entry.id, worker.load_seconds)

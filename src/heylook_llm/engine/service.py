@@ -8,7 +8,11 @@ backends stay behind it: nothing in `api/` touches them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +22,18 @@ from heylook_llm.backends.base import ModelFacts
 from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.registry_store import RegistryStore
 from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.activity import LivePoint, RequestRecord
 from heylook_llm.engine.backend_probe import BackendImport, BackendProbe
+from heylook_llm.engine.dashboard import (
+    FileFacts,
+    MemoryFigures,
+    ModelState,
+    file_facts,
+    process_resident_bytes,
+    sample_every_second,
+)
 from heylook_llm.engine.fanout import StartGeneration
-from heylook_llm.engine.features import expected_features
+from heylook_llm.engine.features import capability_names, expected_features
 from heylook_llm.engine.generation import ActiveGeneration, start_generation
 from heylook_llm.engine.metrics import MetricsRecorder
 from heylook_llm.engine.output import output_parser_for
@@ -72,6 +85,8 @@ class Engine:
         self._store = RegistryStore(registry.source) if registry.source is not None else None
         self._catalogue_lock = asyncio.Lock()
         self._backend_probe = BackendProbe()
+        self._file_facts: dict[str, FileFacts | None] = {}
+        self._live_sampler: asyncio.Task[None] | None = None
 
     # --- the catalogue -----------------------------------------------------------------------------------
     @property
@@ -137,6 +152,7 @@ class Engine:
     ) -> ActiveGeneration:
         """Start a generation on `entry` (loading it if needed); errors in the request surface here, before any
         output. Close the returned generation when done (it cancels the work if it is still running)."""
+        self._ensure_live_sampler()
         active = await start_generation(self._router, entry, request, keep_alive=keep_alive)
         active.parser = output_parser_for(entry, request)
         return active
@@ -161,6 +177,7 @@ class Engine:
             return Embedded(result, lease.load_seconds)
 
     async def load(self, entry: ModelEntry, *, keep_alive: float | None = None) -> None:
+        self._ensure_live_sampler()
         await self._router.load(entry, keep_alive=keep_alive)
 
     async def expire(self, entry: ModelEntry) -> bool:
@@ -173,6 +190,7 @@ class Engine:
 
     async def preload(self, model_id: str) -> None:
         """Load the start-up model; a failure is logged and the server keeps running."""
+        self._ensure_live_sampler()
         try:
             await self._router.load(self.resolve(model_id))
         except HeylookError as exc:
@@ -181,6 +199,11 @@ class Engine:
             log.exception("could not load start-up model '%s' (the server keeps running)", model_id)
 
     async def close(self) -> None:
+        if self._live_sampler is not None:
+            self._live_sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._live_sampler
+            self._live_sampler = None
         await self._router.close()
 
     # --- describing models ---------------------------------------------------------------------------------
@@ -230,3 +253,103 @@ class Engine:
         if status is not None:
             return status.features
         return expected_features(entry, fill_in_middle=bool(info is not None and info.has_fill_in_middle))
+
+    # --- dashboard -----------------------------------------------------------------------------------------
+    def model_states(self) -> list[ModelState]:
+        """Every enabled model with what it is doing now (file facts from the last `refresh_file_facts`)."""
+        loading = self._router.loading()
+        figures = self.metrics.models()
+        states = []
+        for entry in self.models():
+            model = self._router.loaded_model(entry.id)
+            load_times = figures[entry.id].load_times if entry.id in figures else None
+            files = self._file_facts.get(entry.id)
+            unloaded = ModelState(
+                model_id=entry.id,
+                provider=entry.provider,
+                backend=self.backend_name(entry),
+                description=entry.description,
+                capabilities=capability_names(self.features(entry)),
+                state="loading" if entry.id in loading else "unloaded",
+                loading_since=loading.get(entry.id),
+                expected_load_seconds=load_times[-1] if load_times else None,
+                context_length=files.context_length if files is not None else None,
+                files=files,
+            )
+            if model is None:
+                states.append(unloaded)
+                continue
+            worker, facts = model.worker, model.worker.backend.facts
+            expires_at = model.expires_at()
+            states.append(
+                dataclasses.replace(
+                    unloaded,
+                    state="loaded",
+                    loading_since=None,
+                    busy=model.in_flight > 0,
+                    queued=max(0, worker.pending - worker.running),
+                    running=worker.running,
+                    max_parallel=worker.backend.max_parallel,
+                    loaded_at=time.time() - (time.perf_counter() - model.loaded_at),
+                    expires_at=expires_at,
+                    unloads_in_seconds=None if expires_at is None else max(0.0, expires_at - time.time()),
+                    kept_loaded=math.isinf(model.keep_alive),
+                    size_bytes=facts.size_bytes,
+                    accelerator_bytes=facts.accelerator_bytes,
+                    context_length=facts.context_length or None,
+                )
+            )
+        return states
+
+    def memory(self) -> MemoryFigures:
+        loaded = self._router.loaded()
+        return MemoryFigures(
+            loaded_bytes=sum(m.worker.backend.facts.size_bytes for m in loaded),
+            accelerator_bytes=sum(m.worker.backend.facts.accelerator_bytes for m in loaded),
+            process_resident_bytes=process_resident_bytes(),
+            budget_bytes=self.memory_budget_bytes(),
+        )
+
+    def memory_budget_bytes(self) -> int | None:
+        """The memory the loaded models may use; None: no budget (the router counts models, not bytes, so far).
+        The dashboard draws a budget bar as soon as this returns a number."""
+        return None
+
+    async def refresh_file_facts(self) -> None:
+        """Read (or re-read, when they changed) the files of every enabled model, off the event loop."""
+        for entry in self.models():
+            try:
+                info = await asyncio.to_thread(self._files.info, entry.config.model_path)
+                self._file_facts[entry.id] = file_facts(info)
+            except (ModelFileError, OSError):
+                self._file_facts[entry.id] = None
+
+    def live_series(self) -> dict[str, list[LivePoint]]:
+        """Per-second figures of each model over the last minutes."""
+        self._ensure_live_sampler()
+        return self.metrics.live.series()
+
+    def latest_live_points(self) -> dict[str, LivePoint]:
+        """The point each model got at the last per-second sample."""
+        return self.metrics.live.latest()
+
+    async def next_live_sample(self) -> None:
+        """Wait for the next per-second sample (a new point for each loaded or active model)."""
+        self._ensure_live_sampler()
+        await self.metrics.live.next_sample()
+
+    def request_history(self, after: int = 0) -> list[RequestRecord]:
+        """The latest generations (at most 100), oldest first; with `after`, only those recorded after it."""
+        return self.metrics.history.after(after)
+
+    def _ensure_live_sampler(self) -> None:
+        if self._live_sampler is None or self._live_sampler.done():
+            self._live_sampler = asyncio.get_running_loop().create_task(
+                sample_every_second(self._sample_live), name="dashboard-live-figures"
+            )
+
+    def _sample_live(self) -> None:
+        states = [
+            (m.entry.id, max(0, m.worker.pending - m.worker.running), m.worker.running) for m in self._router.loaded()
+        ]
+        self.metrics.live.sample(states)

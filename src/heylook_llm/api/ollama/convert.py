@@ -22,6 +22,7 @@ from heylook_llm.types import (
     FinishReason,
     GenerationRequest,
     GenerationStats,
+    GrammarSpec,
     ImageData,
     ResponseFormat,
     SamplingOverrides,
@@ -85,6 +86,18 @@ def response_format(value: JsonFormat) -> ResponseFormat | None:
     raise InvalidRequest('format must be "json" or a JSON schema object', param="format")
 
 
+def grammar_spec(body: ChatRequest | GenerateRequest) -> GrammarSpec | None:
+    """The grammar or regex extension; two output constraints at once (with `format` too) are refused."""
+    given = [name for name in ("format", "grammar", "regex") if getattr(body, name) not in (None, "")]
+    if len(given) > 1:
+        raise InvalidRequest(f"send one output constraint, not {' and '.join(given)}", param=given[1])
+    if body.grammar is not None:
+        return GrammarSpec("grammar", body.grammar, "grammar")
+    if body.regex is not None:
+        return GrammarSpec("regex", body.regex, "regex")
+    return None
+
+
 def _refuse_unsupported(body: ChatRequest | GenerateRequest) -> None:
     # The routes check (and log unknown fields) first; repeated here so that no caller can skip the check.
     refusals.check_generation(body)
@@ -119,7 +132,9 @@ def chat_request(
         sampling=resolve_sampling(sampling(body.options), entry.config.sampling_defaults(), settings.default_sampling),
         messages=[_message(m, remaining) for m in body.messages or []],
         request_id=f"ollama-chat-{uuid.uuid4().hex[:16]}",
+        origin="ollama",
         response_format=response_format(body.format),
+        grammar=grammar_spec(body),
     )
 
 
@@ -148,7 +163,9 @@ def generate_request(
         model_id=entry.id,
         sampling=resolved,
         request_id=f"ollama-generate-{uuid.uuid4().hex[:16]}",
+        origin="ollama",
         response_format=response_format(body.format),
+        grammar=grammar_spec(body),
         context_tokens=list(body.context) if body.context else None,
         # Ollama returns no context for raw prompts: the caller owns the formatting there.
         return_tokens=not body.raw,

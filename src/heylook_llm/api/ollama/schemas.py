@@ -46,6 +46,9 @@ class Options(_Open):
     num_thread, ...) are accepted without effect, and sampling methods not implemented here (mirostat, typical_p,
     tfs_z) are refused when switched on (api/ollama/refusals.py)."""
 
+    # NaN and infinities are refused by name here (keep_alive, elsewhere, may be infinite; options never are).
+    model_config = ConfigDict(allow_inf_nan=False)
+
     num_predict: int | None = None
     """Most tokens to generate; -1, -2 or 0: until the context is full."""
     temperature: float | None = Field(default=None, ge=0.0)
@@ -118,6 +121,10 @@ class _GenerateFields(_KeepAliveFields, ResizeFields):
     """Thinking mode; no model served here thinks, so a true value is refused."""
     logprobs: bool | None = None
     """Log probabilities of the output tokens: not available yet, so true is refused."""
+    grammar: str | None = None
+    """Extension: constrain the output to a Lark or GBNF grammar."""
+    regex: str | None = None
+    """Extension: constrain the output to a regular expression."""
 
 
 class ChatRequest(_GenerateFields):

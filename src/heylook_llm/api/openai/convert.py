@@ -18,7 +18,8 @@ from heylook_llm.api.openai.schemas import (
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.sampling import resolve_sampling
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.types import ChatMessage, FinishReason, GenerationRequest, GenerationStats, ImageData
+from heylook_llm.errors import InvalidRequest
+from heylook_llm.types import ChatMessage, FinishReason, GenerationRequest, GenerationStats, GrammarSpec, ImageData
 
 
 def new_id(prefix: str) -> str:
@@ -55,8 +56,20 @@ def chat_request(
         ),
         messages=messages,
         request_id=new_id("chatcmpl"),
+        origin="openai",
         response_format=body.response_format.neutral() if body.response_format else None,
+        grammar=one_constraint(body),
     )
+
+
+def one_constraint(body: ChatCompletionRequest | CompletionRequest) -> GrammarSpec | None:
+    """The grammar or regex extension; two constraints at once are refused (which one would win is unclear)."""
+    given = [name for name in ("grammar", "regex") if getattr(body, name) is not None]
+    if isinstance(body, ChatCompletionRequest) and body.response_format and body.response_format.type != "text":
+        given.append("response_format")
+    if len(given) > 1:
+        raise InvalidRequest(f"send one output constraint, not {' and '.join(given)}", param=given[1])
+    return body.grammar_spec()
 
 
 def completion_requests(
@@ -66,6 +79,7 @@ def completion_requests(
     with a seed, choice i of a prompt samples with seed + i."""
     sampling = resolve_sampling(body.sampling(), entry.config.sampling_defaults(), settings.default_sampling)
     request_id = new_id("cmpl")
+    grammar = one_constraint(body)
     seed = sampling.seed
     return [
         GenerationRequest(
@@ -74,6 +88,8 @@ def completion_requests(
             prompt=prompt,
             suffix=body.suffix,
             request_id=request_id,
+            origin="openai",
+            grammar=grammar,
         )
         for prompt in body.texts()
         for i in range(body.n)

@@ -8,14 +8,14 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from heylook_llm.api.images import ResizeFields
 from heylook_llm.engine.batch import ProcessingMode
-from heylook_llm.types import ResponseFormat, SamplingOverrides
+from heylook_llm.types import GrammarSpec, ResponseFormat, SamplingOverrides
 
 MAX_CHOICES = 16
 """Largest `n` a chat request may ask for (each choice is a sequence in the model's queue)."""
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
@@ -111,6 +111,11 @@ class SamplingFields(_Open):
     logit_bias: dict[str, float] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
+    grammar: str | None = Field(
+        default=None,
+        description="Extension: constrain the output to a Lark or GBNF grammar (as llama-server's grammar)",
+    )
+    regex: str | None = Field(default=None, description="Extension: constrain the output to a regular expression")
     n: int = Field(default=1, ge=1, le=1, description="Only 1 is supported")
 
     @field_validator("logit_bias")
@@ -122,6 +127,14 @@ class SamplingFields(_Open):
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"bias for token {key} must be between -100 and 100, got {bias}")
         return value
+
+    def grammar_spec(self) -> GrammarSpec | None:
+        """The grammar or regex constraint; both at once, or with a response_format, is refused by the route."""
+        if self.grammar is not None:
+            return GrammarSpec("grammar", self.grammar, "grammar")
+        if self.regex is not None:
+            return GrammarSpec("regex", self.regex, "regex")
+        return None
 
     def sampling(self, max_tokens: int | None = None) -> SamplingOverrides:
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
