@@ -41,6 +41,16 @@ def _stream_interval_arg(text: str) -> float:
     return value
 
 
+def _shutdown_timeout_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not 0 <= value <= 3600:
+        raise argparse.ArgumentTypeError(f"{text} s is outside 0 to 3600")
+    return value
+
+
 def _serve_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--api",
@@ -77,6 +87,14 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="while one stream's tokens come faster than this, send them together at most this often; "
         "0 sends every token as its own chunk (default: 5)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=_shutdown_timeout_arg,
+        default=5.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long requests in flight may go on before their streams end with an error event "
+        "(default: 5)",
     )
     parser.add_argument(
         "--log-level",
@@ -182,10 +200,10 @@ def _serve(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         keep_alive_seconds=args.keep_alive,
         stream_interval_seconds=args.stream_interval_ms / 1000,
+        shutdown_timeout_seconds=args.shutdown_timeout,
     )
-    import uvicorn
-
     from heylook_llm.api.app import create_app
+    from heylook_llm.api.serving import serve
 
     log.info(
         "serving %d model(s) from %s on http://%s:%d (api: %s)",
@@ -196,16 +214,8 @@ def _serve(args: argparse.Namespace) -> int:
         api.value,
     )
     log.info("web page (chat and dashboard): http://%s:%d/ui", _url_host(settings.host), settings.port)
-    uvicorn.run(
-        create_app(settings, registry),
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level.lower(),
-        loop="auto",
-        http="auto",
-        timeout_graceful_shutdown=5,
-    )
-    return 0
+    # 3: uvicorn's own exit status when the server cannot start (the port is taken, ...).
+    return 0 if serve(create_app(settings, registry), settings, args.log_level.lower()) else 3
 
 
 def _demo_models(args: argparse.Namespace) -> int:

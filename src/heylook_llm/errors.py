@@ -60,6 +60,24 @@ class ContextLengthExceeded(HeylookError):
         self.context_length = context_length
 
 
+class PromptTooLong(ContextLengthExceeded):
+    """The prompt's text is longer than the context window could hold, found before tokenizing it (HTTP 400):
+    tokenizing megabytes only to count them costs seconds and gigabytes, and blocks the model for everyone."""
+
+    def __init__(self, context_length: int, max_bytes: int, prompt_bytes: int | None = None) -> None:
+        size = f"{prompt_bytes:,} bytes" if prompt_bytes is not None else f"more than {max_bytes:,} bytes"
+        HeylookError.__init__(
+            self,
+            f"the prompt is {size} long; the model's context window of {context_length} tokens holds at most "
+            f"{max_bytes:,} bytes of text (limit set by --prompt-bytes-per-token)",
+            param="messages",
+        )
+        self.prompt_tokens = -1
+        """Not counted: the text was refused before tokenizing."""
+        self.context_length = context_length
+        self.max_bytes = max_bytes
+
+
 class ServerBusy(HeylookError):
     """Too many requests are queued for a model (HTTP 503 with Retry-After)."""
 
@@ -70,3 +88,8 @@ class ServerBusy(HeylookError):
 
 class GenerationFailed(HeylookError):
     """The backend failed while generating (HTTP 500)."""
+
+
+class ServerShuttingDown(HeylookError):
+    """The server is stopping: new work is refused and work still running at the end of the shutdown timeout is
+    ended with this error (HTTP 503; a stream ends with the dialect's error event)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heylook_llm.gguf_header import GgufError, GgufTensor, read_gguf_header
+from heylook_llm.gguf_header import GgufError, GgufHeader, GgufTensor, read_gguf_header
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ def read_gguf(path: Path, *, include_large_arrays: bool = False) -> ModelFileInf
         )
     except GgufError as exc:
         raise ModelFileError(f"{path} is not a readable GGUF file: {exc}") from exc
+    _check_tensor_data(path, header)
     metadata = header.metadata
     architecture = str(metadata.get("general.architecture", "unknown"))
     parameter_count = sum(t.n_elements for t in header.tensors)
@@ -115,6 +116,27 @@ def read_gguf(path: Path, *, include_large_arrays: bool = False) -> ModelFileInf
         metadata=metadata,
         has_fill_in_middle=has_fim,
     )
+
+
+def _check_tensor_data(path: Path, header: GgufHeader) -> None:
+    """A file cut short (an interrupted download or copy) keeps a whole header: the tensor data must fit too."""
+    import gguf
+
+    needed = header.data_start
+    for tensor in header.tensors:
+        try:
+            block, type_size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(tensor.ggml_type)]
+        except (ValueError, KeyError):
+            raise ModelFileError(
+                f"{path} is not a readable GGUF file: tensor '{tensor.name[:64]}' has the unknown type "
+                f"{tensor.ggml_type}"
+            ) from None
+        needed = max(needed, header.data_start + tensor.offset + tensor.n_elements // block * type_size)
+    if needed > header.file_size:
+        raise ModelFileError(
+            f"{path} is truncated: its tensors need {needed} bytes but the file has {header.file_size} "
+            "(an interrupted download or copy?)"
+        )
 
 
 def _gguf_quantization(file_type: Any, tensors: Iterable[GgufTensor]) -> str:
@@ -256,11 +278,19 @@ def read_mlx_folder(folder: Path) -> ModelFileInfo:
 
 
 def read_model_files(path: Path, *, include_large_arrays: bool = False) -> ModelFileInfo:
-    """Facts about a GGUF file or an MLX model folder."""
-    if path.is_dir():
-        return read_mlx_folder(path)
-    if path.is_file():
-        return read_gguf(path, include_large_arrays=include_large_arrays)
+    """Facts about a GGUF file or an MLX model folder; ModelFileError for anything that cannot be read."""
+    try:
+        if path.is_dir():
+            return read_mlx_folder(path)
+        if path.is_file():
+            return read_gguf(path, include_large_arrays=include_large_arrays)
+    except (ModelFileError, OSError):
+        raise
+    except Exception as exc:
+        # Model files are untrusted input: a config.json of the wrong shape (a string where a mapping belongs, JSON
+        # nested too deep) is a file problem, not a server error.
+        log.info("reading %s failed", path, exc_info=exc)
+        raise ModelFileError(f"{path} cannot be read: {exc}") from exc
     raise ModelFileError(f"{path} does not exist")
 
 

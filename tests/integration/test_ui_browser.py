@@ -38,7 +38,9 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
+DEBIAN_CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("HEYLOOK_TEST_CHROMIUM", str(DEBIAN_CHROMIUM)))
+"""Debian's chromium; HEYLOOK_TEST_CHROMIUM names another Chromium or Chrome binary (on macOS, for example)."""
 SCREENSHOTS = ROOT / "test-output" / "ui"
 LAUNCH_ARGS = [
     "--headless",
@@ -53,9 +55,9 @@ LAUNCH_ARGS = [
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 HOW_TO_INSTALL = (
-    "The browser test drives Chromium at /usr/bin/chromium and it is missing. Install it with "
-    "`sudo apt-get update && sudo apt-get install -y chromium` (Debian; on Ubuntu the package is a snap: point "
-    "a symlink at /usr/bin/chromium), then run the test again. `playwright install` is not used: it downloads "
+    f"The browser test drives Chromium at {CHROMIUM} and it is missing. Install it with "
+    "`sudo apt-get update && sudo apt-get install -y chromium` (Debian), or set HEYLOOK_TEST_CHROMIUM to the path "
+    "of a Chromium or Chrome binary, then run the test again. `playwright install` is not used: it downloads "
     "browsers from the internet."
 )
 
@@ -63,10 +65,10 @@ HOW_TO_INSTALL = (
 # --- setup ---------------------------------------------------------------------------------------------------
 def _install_chromium() -> None:
     apt = shutil.which("apt-get")
-    if apt is None or os.geteuid() != 0:
+    if apt is None or os.geteuid() != 0 or CHROMIUM != DEBIAN_CHROMIUM:
         pytest.fail(HOW_TO_INSTALL, pytrace=False)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in ([apt, "update"], [apt, "install", "-y", "--no-install-recommends", "chromium"]):
+    for command in ([apt, "update"], [apt, "install", "-y", "chromium"]):
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1800)
         if result.returncode != 0:
             pytest.fail(
@@ -179,6 +181,7 @@ def _wait_for_cancel(server: ServerProcess, before: int, timeout: float = 10.0) 
 
 # --- chat ----------------------------------------------------------------------------------------------------
 def test_chat_streams_an_answer_with_token_counts(page: Page, ui_server: ServerProcess) -> None:
+    assert f"web page (chat and dashboard): {ui_server.base_url}/ui" in ui_server.log()
     _open_chat(page, ui_server, "demo-gguf")
     _settings(page, **{"max-tokens": "48", "temperature": "0", "system-prompt": "Answer briefly."})
     page.fill("#prompt", "Write a haiku about local models.")
@@ -347,16 +350,18 @@ def test_dashboard_loads_and_unloads_and_plots_live_figures(page: Page, ui_serve
     try:
         caption = page.locator("#plot-tps-now")
         expect(caption).to_contain_text(re.compile(r"demo-slow [1-9][\d.]* tok/s"), timeout=20_000)
-        # The plot is redrawn from the server's push at least once a second.
+        # The plot is redrawn from the server's push once a second: three new pictures and tick times come within
+        # a few seconds (the margin is for a busy machine, not for a slower design).
         canvas = page.locator("#plot-tps")
         drawn = {canvas.evaluate("c => c.toDataURL()")}
         times = {page.locator("#dash-connection").inner_text()}
-        deadline = time.monotonic() + 3.5
-        while time.monotonic() < deadline:
+        started = time.monotonic()
+        while time.monotonic() - started < 8 and (len(drawn) < 4 or len(times) < 4):
             drawn.add(canvas.evaluate("c => c.toDataURL()"))
             times.add(page.locator("#dash-connection").inner_text())
-            time.sleep(0.25)
-        assert len(drawn) >= 3 and len(times) >= 3, (len(drawn), times)
+            time.sleep(0.2)
+        elapsed = time.monotonic() - started
+        assert len(drawn) >= 4 and len(times) >= 4 and elapsed < 6, (len(drawn), sorted(times), elapsed)
         expect(page.locator("#plot-running-now")).to_contain_text(re.compile(r"demo-slow [12] running"))
         expect(_row(page, "demo-slow").locator(".badge")).to_contain_text("busy")
         history = page.locator("#history-table tbody")

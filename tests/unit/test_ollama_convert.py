@@ -137,16 +137,10 @@ def test_format_json_and_schema_become_the_neutral_response_format() -> None:
     [
         ({"think": True}, "think"),
         ({"logprobs": True}, "logprobs"),
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"top_logprobs": 3}, "top_logprobs"),
         ({"options": {"mirostat": 2}}, "options.mirostat"),
         ({"options": {"typical_p": 0.5}}, "options.typical_p"),
         ({"options": {"tfs_z": 0.9}}, "options.tfs_z"),
-        (
-            {"messages": [{"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f"}}]}]},
-            "messages[0].tool_calls",
-        ),
-        ({"messages": [{"role": "tool", "content": "42"}]}, "messages[0].role"),
     ],
 )
 def test_unavailable_features_are_refused_not_ignored(extra: dict[str, Any], param: str) -> None:

@@ -13,7 +13,7 @@ from heylook_llm.demo import _models_yaml
 pytestmark = pytest.mark.unit
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-COUNTS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+COUNTS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 
 
 def test_readme_names_every_demo_model_and_their_number() -> None:

@@ -26,11 +26,6 @@ def _chat(**fields: Any) -> ChatCompletionRequest:
 @pytest.mark.parametrize(
     ("fields", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"tool_choice": "required"}, "tool_choice"),
-        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "tool_choice"),
-        ({"functions": [{"name": "f"}]}, "functions"),
-        ({"function_call": "auto"}, "function_call"),
         ({"logprobs": True}, "logprobs"),
         ({"top_logprobs": 2}, "top_logprobs"),
         ({"audio": {"voice": "alloy", "format": "wav"}}, "audio"),
@@ -43,9 +38,6 @@ def _chat(**fields: Any) -> ChatCompletionRequest:
         ({"store": True}, "store"),
         ({"moderation": {"model": "omni-moderation-latest"}}, "moderation"),
         ({"stream": True, "stream_options": {"include_obfuscation": True}}, "stream_options.include_obfuscation"),
-        ({"messages": [{"role": "assistant", "tool_calls": [{"id": "1"}]}, *HELLO]}, "messages[0].tool_calls"),
-        ({"messages": [{"role": "tool", "tool_call_id": "1", "content": "4"}]}, "messages[0].role"),
-        ({"messages": [{"role": "function", "name": "f", "content": "4"}]}, "messages[0].role"),
         (
             {"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "x"}}]}]},
             "messages[0].content[0].type",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +22,7 @@ from heylook_llm.errors import (
     ModelLoadError,
     ModelNotFound,
     ServerBusy,
+    ServerShuttingDown,
     UnsupportedParameter,
 )
 
@@ -45,6 +47,8 @@ def status_and_code(exc: HeylookError) -> tuple[int, str, str]:
         return (503 if exc.missing_dependency else 500), "server_error", "model_load_failed"
     if isinstance(exc, ServerBusy):
         return 503, "server_error", "server_busy"
+    if isinstance(exc, ServerShuttingDown):
+        return 503, "server_error", "server_shutting_down"
     if isinstance(exc, GenerationFailed):
         return 500, "server_error", "generation_failed"
     return 500, "server_error", "internal_error"
@@ -104,14 +108,18 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     async def on_unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        # The exception's class and text may hold file paths and internals: they go to the log, and the client
+        # gets an id to find them there.
+        error_id = secrets.token_hex(6)
+        log.error("unhandled error %s on %s %s", error_id, request.method, request.url.path, exc_info=exc)
         return error_response(
             request,
             500,
-            f"internal error: {type(exc).__name__}: {exc}",
+            f"internal server error (error id {error_id}; the server log has the details)",
             type_="server_error",
             param=None,
             code="internal_error",
+            headers={"X-Error-Id": error_id},
         )
 
     app.add_exception_handler(HeylookError, on_domain_error)

@@ -29,3 +29,8 @@ def field_log_of(request: Request) -> UnknownFieldLog:
 def metrics_of(request: Request) -> MetricsRecorder:
     metrics: MetricsRecorder = request.app.state.metrics
     return metrics
+
+
+def stopping(request: Request) -> bool:
+    """True once the server was told to stop (api/serving.py): streams that never end on their own end now."""
+    return bool(getattr(request.app.state, "stopping", False))

@@ -23,8 +23,9 @@ from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import GrammarSpec, ResponseFormat
 
 JSON_OPTIONS: dict[str, Any] = {
-    # Whitespace between JSON tokens stays short: a small model can otherwise fill max_tokens with it.
-    "whitespace_pattern": r"[\x20\x0A\x0D\x09]{0,8}",
+    # As llama.cpp's JSON grammar: between JSON tokens nothing, one space, or a newline and an indent. Unbounded
+    # whitespace lets a small model fill max_tokens with it.
+    "whitespace_pattern": r"(?:[\x20]?|\x0A[\x20\x09]{0,20})",
 }
 """llguidance's JSON compile options for every schema (it refuses unknown keywords by default)."""
 

@@ -9,6 +9,7 @@ text and image chunks.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -18,8 +19,8 @@ from llguidance.llamacpp import lltokenizer_from_vocab
 from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.constrained import GrammarCache, TokenMask, grammar_text
-from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence
-from heylook_llm.backends.tokens import checked_context
+from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence, native_errors, native_reason
+from heylook_llm.backends.tokens import PromptLimit, checked_context
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
@@ -31,6 +32,7 @@ from heylook_llm.types import (
     Feature,
     GenerationChunk,
     GenerationRequest,
+    ToolSpec,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +68,7 @@ class LlamaCppBackend(Backend):
         self.facts.accelerator_bytes = _offloaded_bytes(self.facts.size_bytes, cfg.n_gpu_layers, self.facts.metadata)
 
     def _generation_features(self) -> frozenset[Feature]:
-        found = {Feature.CHAT, Feature.COMPLETION, Feature.RESPONSE_FORMAT, Feature.CONTEXT_TOKENS}
+        found = {Feature.CHAT, Feature.COMPLETION, Feature.RESPONSE_FORMAT, Feature.CONTEXT_TOKENS, Feature.TOOLS}
         if self._engine is not None and self._engine.vision is not None:
             found.add(Feature.IMAGES)
         if self._fim_tokens is not None:
@@ -112,24 +114,28 @@ class LlamaCppBackend(Backend):
         self._fim_tokens = fim if all(t >= 0 for t in fim) else None
         self._template = self._chat_template(self.facts.metadata)
         self.facts.chat_template = self._template.source
+        self.facts.special_tokens = engine.special_tokens()
 
     def _load_embedder(self) -> None:
         from llama_cpp import Llama
 
         cfg = self.config
         try:
-            self._embedder = Llama(
-                model_path=str(cfg.model_path),
-                n_ctx=cfg.n_ctx,
-                n_gpu_layers=cfg.n_gpu_layers,
-                n_threads=self._threads(),
-                n_batch=cfg.n_batch,
-                use_mmap=cfg.use_mmap,
-                embedding=True,
-                verbose=False,
-            )
+            with native_errors() as errors:
+                self._embedder = Llama(
+                    model_path=str(cfg.model_path),
+                    n_ctx=cfg.n_ctx,
+                    n_gpu_layers=cfg.n_gpu_layers,
+                    n_threads=self._threads(),
+                    n_batch=cfg.n_batch,
+                    use_mmap=cfg.use_mmap,
+                    embedding=True,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as exc:
-            raise ModelLoadError(self.entry.id, f"llama.cpp could not load {cfg.model_path}: {exc}") from exc
+            # llama-cpp-python's exception only repeats the path; llama.cpp's log says why.
+            reason = native_reason(errors, str(exc))
+            raise ModelLoadError(self.entry.id, f"llama.cpp could not load {cfg.model_path}: {reason}") from exc
         self.facts.context_length = self._embedder.n_ctx()
         self.facts.metadata = dict(self._embedder.metadata)
 
@@ -174,14 +180,22 @@ class LlamaCppBackend(Backend):
         if request.suffix is not None and request.messages is not None:
             raise InvalidRequest("suffix works with a prompt, not with chat messages", param="suffix")
 
-    def _render_chat(self, messages: list[ChatMessage], may_add_bos: bool) -> tuple[str, bool]:
+    def _render_chat(
+        self, messages: list[ChatMessage], may_add_bos: bool, tools: list[ToolSpec] | None = None
+    ) -> tuple[str, bool]:
         """The chat template's text, and whether the tokenizer should still add the BOS token."""
         engine = self._require_engine()
         assert self._template is not None
-        text = self._template.render(messages)
+        limit = self._prompt_limit()
+        text = self._template.render(messages, tools or (), limit=limit)
+        limit.check(text)
         bos = engine.token_text(engine.bos_id)
         # Templates that write the BOS token themselves must not get a second one from the tokenizer.
         return text, may_add_bos and not (bos and text.startswith(bos))
+
+    def _prompt_limit(self) -> PromptLimit:
+        """The most prompt text the context window could hold, checked before tokenizing (backends/tokens.py)."""
+        return PromptLimit(self.config.n_ctx, self.settings.limits.prompt_bytes_per_token)
 
     def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
         engine = self._require_engine()
@@ -189,9 +203,10 @@ class LlamaCppBackend(Backend):
         # Continuing from earlier tokens: the BOS token is already at their start.
         may_add_bos = engine.add_bos and not context
         if request.messages is not None:
-            text, add_bos = self._render_chat(request.messages, may_add_bos)
+            text, add_bos = self._render_chat(request.messages, may_add_bos, request.tools)
             tokens = engine.tokenize(text, add_bos=add_bos, special=True)
         else:
+            self._prompt_limit().check(request.prompt or "", request.suffix or "")
             # Raw prompts may spell control tokens ("<|im_start|>"), as llama.cpp's own server allows.
             tokens = engine.tokenize(request.prompt or "", add_bos=may_add_bos, special=True)
             if request.suffix is not None:
@@ -221,9 +236,10 @@ class LlamaCppBackend(Backend):
         assert vision is not None and request.messages is not None
         context = checked_context(request.context_tokens, engine.n_vocab)
         marked = [
-            ChatMessage(m.role, "".join(f"{vision.marker}\n" for _ in m.images) + m.content) for m in request.messages
+            dataclasses.replace(m, content="".join(f"{vision.marker}\n" for _ in m.images) + m.content, images=[])
+            for m in request.messages
         ]
-        text, add_bos = self._render_chat(marked, engine.add_bos and not context)
+        text, add_bos = self._render_chat(marked, engine.add_bos and not context, request.tools)
         media = vision.tokenize(text, [image for m in request.messages for image in m.images], add_special=add_bos)
         media.prepend(context)
         return media
@@ -271,8 +287,9 @@ class LlamaCppBackend(Backend):
                 param="model",
             )
         embedder = self._embedder
-        token_lists = _token_lists(inputs, embedder)
         n_ctx = self.facts.context_length
+        limit = PromptLimit(n_ctx, self.settings.limits.prompt_bytes_per_token)
+        token_lists = _token_lists(inputs, embedder, limit, truncate)
         if not truncate:
             for tokens in token_lists:
                 if len(tokens) > n_ctx:
@@ -292,12 +309,17 @@ class LlamaCppBackend(Backend):
         return EmbeddingResult(vectors=[list(map(float, v)) for v in vectors], prompt_tokens=int(count))
 
 
-def _token_lists(inputs: EmbeddingInputs, embedder: Any) -> list[list[int]]:
+def _token_lists(inputs: EmbeddingInputs, embedder: Any, limit: PromptLimit, truncate: bool) -> list[list[int]]:
     """Texts tokenized as Llama.embed tokenizes them; token-id lists checked against the vocabulary."""
     n_vocab = int(embedder.n_vocab())
     lists: list[list[int]] = []
     for index, item in enumerate(inputs):
         if isinstance(item, str):
+            if truncate:
+                # Tokens past the window are cut anyway: text past what the window could hold is not tokenized.
+                item = item[: limit.max_bytes]
+            else:
+                limit.check(item)
             lists.append(list(embedder.tokenize(item.encode("utf-8"))))
             continue
         bad = next((token for token in item if not 0 <= token < n_vocab), None)

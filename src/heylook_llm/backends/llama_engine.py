@@ -15,9 +15,12 @@ All methods run on the model's worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,14 +46,54 @@ _native_log = logging.getLogger("heylook_llm.llama_cpp.native")
 _GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
 
 
+_GGML_ERROR = 4
+_capture = threading.local()
+"""Per thread: the list that collects llama.cpp's error lines while `native_errors()` is open (loads run on the
+model's worker thread, and llama.cpp logs on the thread that called it)."""
+
+
 @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
 def _forward_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     # llama.cpp prints hundreds of lines per load on stderr; keep its warnings and errors, in our log.
     py_level = _GGML_LEVELS.get(level, logging.DEBUG)
+    errors: list[str] | None = getattr(_capture, "errors", None)
+    if errors is not None and level == _GGML_ERROR:
+        errors.append(text.decode("utf-8", "replace").strip())
     if _native_log.isEnabledFor(py_level):
         message = text.decode("utf-8", "replace").rstrip()
         if message:
             _native_log.log(py_level, "%s", message)
+
+
+@contextlib.contextmanager
+def native_errors() -> Iterator[list[str]]:
+    """Collect the error lines llama.cpp logs on this thread meanwhile: its C API returns NULL on failure and says
+    why only in its log."""
+    _init_backend()
+    errors: list[str] = []
+    _capture.errors = errors
+    try:
+        yield errors
+    finally:
+        _capture.errors = None
+
+
+def native_reason(errors: list[str], default: str) -> str:
+    """llama.cpp's own words for a failure: its distinct error lines without their function-name prefixes, most
+    specific first (the last line is the generic "failed to load model")."""
+    reasons: list[str] = []
+    for line in errors:
+        reason = line.strip()
+        # "llama_model_load: error loading model: llama_model_loader: ..." -> drop the C function names.
+        while True:
+            head, sep, rest = reason.partition(": ")
+            if not sep or not (head.replace("_", "").isalnum() or head == "error loading model"):
+                break
+            reason = rest.strip()
+        if reason and reason not in reasons:
+            reasons.append(reason)
+    specific = [r for r in reasons if r != "failed to load model"]
+    return "; ".join(specific or reasons) or default
 
 
 _backend_ready = False
@@ -154,9 +197,11 @@ class LlamaEngine:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = opts.n_gpu_layers
         model_params.use_mmap = opts.use_mmap
-        self._model = llama_cpp.llama_model_load_from_file(str(opts.model_path).encode(), model_params)
+        with native_errors() as errors:
+            self._model = llama_cpp.llama_model_load_from_file(str(opts.model_path).encode(), model_params)
         if not self._model:
-            raise RuntimeError(f"llama.cpp could not load {opts.model_path}")
+            reason = native_reason(errors, "it gave no reason")
+            raise RuntimeError(f"llama.cpp could not load {opts.model_path}: {reason}")
         ctx_params = llama_cpp.llama_context_default_params()
         ctx_params.n_ctx = opts.n_ctx * opts.parallel
         ctx_params.n_seq_max = opts.parallel
@@ -172,10 +217,12 @@ class LlamaEngine:
             )
         ctx_params.kv_unified = False
         ctx_params.no_perf = True
-        self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
+        with native_errors() as errors:
+            self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
         if not self._ctx:
             self.unload()
-            raise RuntimeError(f"llama.cpp could not create a context of {ctx_params.n_ctx} tokens")
+            reason = native_reason(errors, "it gave no reason")
+            raise RuntimeError(f"llama.cpp could not create a context of {ctx_params.n_ctx} tokens: {reason}")
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
         self.n_vocab = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self._vocab))
@@ -223,6 +270,20 @@ class LlamaEngine:
             if n >= 0:
                 out[key] = buf.value.decode("utf-8", "replace")
         return out
+
+    def special_tokens(self) -> frozenset[str]:
+        """Texts of control tokens and of user-defined tokens written like them (`<...>`, `[...]`), as llguidance
+        treats them."""
+        found: set[str] = set()
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        user = llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        for token in range(self.n_vocab):
+            attr = int(llama_cpp.llama_vocab_get_attr(self._vocab, token))
+            if attr & (control | user):
+                text = self.token_text(token)
+                if attr & control or (text.startswith("<") and text.endswith(">")):
+                    found.add(text)
+        return frozenset(found)
 
     def token_text(self, token: int) -> str:
         if token < 0:

@@ -33,7 +33,7 @@ from heylook_llm.backends.mlx_support import (
 )
 from heylook_llm.backends.native_memory import release_free_heap
 from heylook_llm.backends.token_bytes import token_byte_table
-from heylook_llm.backends.tokens import checked_context
+from heylook_llm.backends.tokens import PromptLimit, checked_context
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import MLXConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
@@ -90,11 +90,12 @@ class MLXModelBase(Backend):
         on_gpu = mx.default_device().type == mx.DeviceType.gpu
         self.facts.accelerator_bytes = self.facts.size_bytes if on_gpu else 0
         self.facts.chat_template = self._template.source
+        self.facts.special_tokens = _special_tokens(tokenizer)
         self.facts.metadata = _metadata(config, cfg, self.facts.context_length)
         features = {Feature.CHAT, Feature.COMPLETION, Feature.CONTEXT_TOKENS}
         if cfg.draft_model_path is None:
             # A grammar would have to follow the draft model's guesses and their rollback: not done yet.
-            features.add(Feature.RESPONSE_FORMAT)
+            features.update((Feature.RESPONSE_FORMAT, Feature.TOOLS))
         self.features = frozenset(features)
 
     def _cache_factory(self) -> CacheFactory:
@@ -126,14 +127,18 @@ class MLXModelBase(Backend):
         context = checked_context(request.context_tokens, self._vocab_size)
         # Continuing from earlier tokens: the BOS token, if any, is already at their start.
         may_add_special = not context
+        # Text longer than the context window could hold is refused before tokenizing (backends/tokens.py).
+        limit = PromptLimit(self.facts.context_length, self.settings.limits.prompt_bytes_per_token)
         if request.messages is not None:
             assert self._template is not None
-            text = self._template.render(request.messages)
+            text = self._template.render(request.messages, request.tools, limit=limit)
+            limit.check(text)
             bos = tokenizer.bos_token or ""
             # Templates that write the BOS token themselves must not get a second one from the tokenizer.
             add_special = may_add_special and not (bos and text.startswith(bos))
             tokens: list[int] = tokenizer.encode(text, add_special_tokens=add_special)
         else:
+            limit.check(request.prompt or "")
             # Raw prompts may spell control tokens ("<|im_start|>"), as in the llama.cpp backend.
             tokens = tokenizer.encode(request.prompt or "", add_special_tokens=may_add_special)
         tokens = context + tokens
@@ -209,3 +214,9 @@ def _metadata(config: dict[str, Any], cfg: MLXConfig, context_length: int) -> di
     if cfg.draft_model_path is not None:
         meta["mlx.draft_model_path"] = str(cfg.draft_model_path)
     return meta
+
+
+def _special_tokens(tokenizer: Any) -> frozenset[str]:
+    """Texts of the tokenizer's special added tokens (from the Hugging Face tokenizer mlx-lm wraps)."""
+    decoder = getattr(getattr(tokenizer, "_tokenizer", None), "added_tokens_decoder", None) or {}
+    return frozenset(str(t.content) for t in decoder.values() if getattr(t, "special", False))

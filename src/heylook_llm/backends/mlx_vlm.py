@@ -37,6 +37,7 @@ from heylook_llm.backends.mlx_support import (
 from heylook_llm.backends.native_memory import release_free_heap
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
 from heylook_llm.backends.token_bytes import token_byte_table
+from heylook_llm.backends.tokens import PromptLimit
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import MLXConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
@@ -109,7 +110,10 @@ class MLXVisionBackend(GeneratorBackend):
 
     # --- generation -----------------------------------------------------------------------------
     def _prompt(self, request: GenerationRequest) -> tuple[str, list[Image.Image]]:
+        # Text longer than the context window could hold is refused before processing (backends/tokens.py).
+        limit = PromptLimit(self.facts.context_length, self.settings.limits.prompt_bytes_per_token)
         if request.messages is None:
+            limit.check(request.prompt or "")
             return request.prompt or "", []
         assert self._template is not None
         images: list[Image.Image] = []
@@ -119,7 +123,9 @@ class MLXVisionBackend(GeneratorBackend):
             for image in message.images:
                 with Image.open(io.BytesIO(image.data)) as opened:
                     images.append(opened.convert("RGB"))
-        return self._template.render_dicts(rendered), images
+        text = self._template.render_dicts(rendered, limit=limit)
+        limit.check(text)
+        return text, images
 
     def _inputs(self, prompt: str, images: list[Image.Image]) -> dict[str, Any]:
         try:

@@ -37,3 +37,7 @@ CHAT_FORMATS: dict[str, str] = {
         "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
     ),
 }
+
+
+TOOL_FORMATS = ("hermes", "llama3", "mistral", "deepseek", "harmony", "generic")
+"""Tool-call syntaxes a models.yaml `tool_format` may name (engine/tool_calls/formats.py implements each)."""

@@ -1,6 +1,8 @@
 """Keep-alive durations as Ollama writes them: Go duration strings ("10m", "1h30m"), or numbers of seconds.
 
-A negative duration means "never expire" and is returned as `math.inf`; 0 means "unload as soon as idle".
+A negative duration means "never expire" and is returned as `math.inf`; 0 means "unload as soon as idle". A
+positive duration may be at most MAX_KEEP_ALIVE_SECONDS: longer ones (`"99999999999h"`, `1e300`) would put the
+expiry past any date a clock or `/api/ps` can show.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _UNIT_SECONDS = {
 }
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _NUMBER = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)")
+MAX_KEEP_ALIVE_SECONDS = 100 * 365 * 24 * 3600.0
+"""A hundred years (876,000h); use a negative duration to keep a model loaded for ever."""
 
 
 def parse_duration_seconds(text: str) -> float:
@@ -53,6 +57,11 @@ def keep_alive_seconds(value: str | float | int) -> float:
     seconds = parse_duration_seconds(value) if isinstance(value, str) else float(value)
     if math.isnan(seconds):
         raise ValueError("keep_alive is not a number")
+    if seconds > MAX_KEEP_ALIVE_SECONDS:
+        raise ValueError(
+            f"'{value}' is longer than {format_duration(MAX_KEEP_ALIVE_SECONDS)} (100 years); "
+            "use a negative duration such as -1 to keep the model loaded for ever"
+        )
     return math.inf if seconds < 0 else seconds
 
 

@@ -4,16 +4,44 @@ from __future__ import annotations
 
 import difflib
 import json
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from heylook_llm.config.chat_formats import CHAT_FORMATS
+from heylook_llm.config.chat_formats import CHAT_FORMATS, TOOL_FORMATS
 from heylook_llm.types import SamplingOverrides
 
 Provider = Literal["llama_cpp", "mlx"]
+MAX_MODEL_ID_LENGTH = 256
+MIN_CONTEXT_TOKENS = 16
+MAX_CONTEXT_TOKENS = 4 * 1024 * 1024
+"""Range of n_ctx (and Ollama's num_ctx): a larger window's KV cache could not be allocated on any machine this
+serves, and asking for it would fail the load after minutes of trying."""
+
+
+def model_id_problem(model_id: str) -> str | None:
+    """Why `model_id` cannot name a model, or None when it can.
+
+    Ids are written into models.yaml, logs and web pages, and look like paths (`namespace/model:tag`), so an id
+    has at most 256 characters, no control or invisible formatting characters (NUL, newlines, bidi overrides),
+    no leading or trailing space, no backslash, and no empty, `.` or `..` path segment (`/x`, `a//b`, `../x`)."""
+    if not model_id:
+        return "is empty"
+    if len(model_id) > MAX_MODEL_ID_LENGTH:
+        return f"is {len(model_id):,} characters long; at most {MAX_MODEL_ID_LENGTH}"
+    bad = next((c for c in model_id if unicodedata.category(c).startswith("C")), None)
+    if bad is not None:
+        return f"holds the control or formatting character U+{ord(bad):04X}"
+    if model_id != model_id.strip():
+        return "starts or ends with a space"
+    if "\\" in model_id:
+        return "holds a backslash"
+    if any(segment in ("", ".", "..") for segment in model_id.split("/")):
+        return "has an empty, '.' or '..' path segment (a leading, trailing or doubled '/', or '..')"
+    return None
 
 
 class _Strict(BaseModel):
@@ -36,7 +64,7 @@ class _SamplingDefaults(_Strict):
 
 class LlamaCppConfig(_SamplingDefaults):
     model_path: Path
-    n_ctx: int = Field(default=4096, ge=16)
+    n_ctx: int = Field(default=4096, ge=MIN_CONTEXT_TOKENS, le=MAX_CONTEXT_TOKENS)
     n_gpu_layers: int = -1
     n_threads: int | None = Field(default=None, ge=1)
     n_threads_batch: int | None = Field(default=None, ge=1)
@@ -44,6 +72,16 @@ class LlamaCppConfig(_SamplingDefaults):
     n_batch: int = Field(default=512, ge=1)
     use_mmap: bool = True
     chat_format: str | None = None
+    tool_format: str | None = None
+    """The model's tool-call syntax (see TOOL_FORMATS); unset: detected from its chat template."""
+
+    @field_validator("tool_format")
+    @classmethod
+    def _known_tool_format(cls, value: str | None) -> str | None:
+        if value is not None and value not in TOOL_FORMATS:
+            raise ValueError(f"unknown tool_format '{value}' (known: {', '.join(TOOL_FORMATS)})")
+        return value
+
     chat_template: str | None = None
     embedding: bool = False
     mmproj_path: Path | None = None
@@ -99,6 +137,16 @@ class MLXConfig(_SamplingDefaults):
     """An mlx-lm model folder; docs/mlx.md describes every field."""
 
     model_path: Path
+    tool_format: str | None = None
+    """The model's tool-call syntax (see TOOL_FORMATS); unset: detected from its chat template."""
+
+    @field_validator("tool_format")
+    @classmethod
+    def _known_tool_format(cls, value: str | None) -> str | None:
+        if value is not None and value not in TOOL_FORMATS:
+            raise ValueError(f"unknown tool_format '{value}' (known: {', '.join(TOOL_FORMATS)})")
+        return value
+
     vision: bool = False
     draft_model_path: Path | None = None
     num_draft_tokens: int = Field(default=2, ge=1)
@@ -171,6 +219,7 @@ PROVIDER_CONFIGS: dict[str, type[LlamaCppConfig] | type[MLXConfig]] = {
 
 SAMPLING_CONFIG_FIELDS = (
     *_SamplingDefaults.model_fields,
+    "tool_format",
     "repeat_penalty",
     "repetition_penalty",
     "repetition_context_size",
@@ -189,6 +238,14 @@ class ModelEntry(_Strict):
     parent_model: str | None = None
     """The entry this one was copied or created from through the API (shown by Ollama's /api/show)."""
     config: LlamaCppConfig | MLXConfig
+
+    @field_validator("id")
+    @classmethod
+    def _usable_id(cls, value: str) -> str:
+        problem = model_id_problem(value)
+        if problem is not None:
+            raise ValueError(f"the id {problem}")
+        return value
 
     def load_key(self) -> str:
         """Entries with equal keys share one loaded copy of the weights: they differ only in sampling defaults

@@ -57,6 +57,44 @@ class ImageSettings:
 
 
 @dataclass(slots=True)
+class AccessSettings:
+    """Who may use the server (docs/security.md)."""
+
+    api_keys: tuple[str, ...] = ()
+    """With keys, every request but /health and the web page's files needs one (`Authorization: Bearer KEY` or
+    `x-api-key: KEY`); 401 otherwise. Empty: no key is asked for."""
+    allowed_origins: tuple[str, ...] = ()
+    """Web origins (`https://app.example.com`, `*` patterns allowed) whose pages may call the server, besides the
+    loopback origins (`http://localhost:*`, `http://127.0.0.1:*`, `http://[::1]:*`) and the server's own."""
+    allowed_hosts: tuple[str, ...] | None = None
+    """Host header values (`name`, `name:port`, `*` patterns) accepted besides the loopback names. None: when bound
+    to a loopback address, only the loopback names (this stops DNS rebinding); otherwise any host."""
+
+
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class RequestLimits:
+    """Bounds on what one request may ask for (docs/security.md); each has a command-line flag."""
+
+    max_body_bytes: int = 64 * MIB
+    """Request body size (--max-body-mb), refused while it is read, before anything parses it: enough for a few
+    large base64 images."""
+    max_messages: int = 4096
+    """Messages in one chat request (--max-messages)."""
+    max_prompts: int = 2048
+    """Prompts in one completions request, texts in one embeddings request (--max-prompts; OpenAI's own limit
+    for embeddings inputs)."""
+    max_stop_strings: int = 64
+    """Stop strings in one request (--max-stop-strings)."""
+    prompt_bytes_per_token: int = 16
+    """A prompt longer than this many bytes per token of the model's context window is refused before it is
+    tokenized, and chat templates stop rendering there (--prompt-bytes-per-token): real tokens are shorter, so
+    such a prompt could not fit."""
+
+
+@dataclass(slots=True)
 class ServerSettings:
     host: str = "127.0.0.1"
     port: int = OPENAI_DEFAULT_PORT
@@ -68,9 +106,14 @@ class ServerSettings:
     max_queued_requests_per_model: int = 64
     """Requests waiting for one model beyond this get 503 with Retry-After."""
     images: ImageSettings = field(default_factory=ImageSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
+    limits: RequestLimits = field(default_factory=RequestLimits)
     stream_interval_seconds: float = 0.005
     """While one stream's tokens come faster than this, they are sent together at most this often (the first
     and the last token at once); 0 sends every token as its own chunk."""
+    shutdown_timeout_seconds: float = 5.0
+    """On SIGTERM, how long requests in flight may go on (--shutdown-timeout); streams still running then end with
+    their dialect's error event."""
     keep_alive_seconds: float = 300.0
     """How long a model stays loaded after its last request when the request does not say (Ollama's keep_alive);
     `math.inf` keeps models loaded until evicted, 0 unloads them as soon as they are idle."""

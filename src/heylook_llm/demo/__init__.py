@@ -30,6 +30,7 @@ from heylook_llm.demo.tokenizer import (
     BOS_TOKEN,
     CHATML_TEMPLATE,
     EOS_TOKEN,
+    HERMES_TOOLS_TEMPLATE,
     SPECIAL_TOKENS,
     TrainedTokenizer,
     train_tokenizer,
@@ -66,7 +67,9 @@ __all__ = [
     "write_vision_projector_gguf",
 ]
 
-DEMO_FORMAT_VERSION = "5"
+DEMO_FORMAT_VERSION = "6"
+DEMO_TOOLS_GGUF = "demo-tools-gguf.gguf"
+DEMO_TOOLS_MLX_DIR = "demo-tools-mlx"
 
 
 def _models_yaml() -> str:
@@ -99,6 +102,19 @@ models:
     tags: [demo, chat]
     config:
       model_path: demo-mlx
+  - id: demo-tools-gguf
+    provider: llama_cpp
+    description: The demo-gguf weights with a Hermes/Qwen-style tool-calling chat template (GGUF)
+    tags: [demo, chat, tools]
+    config:
+      model_path: {DEMO_TOOLS_GGUF}
+      n_ctx: 2048
+  - id: demo-tools-mlx
+    provider: mlx
+    description: The demo-gguf weights with a Hermes/Qwen-style tool-calling chat template (MLX folder)
+    tags: [demo, chat, tools]
+    config:
+      model_path: {DEMO_TOOLS_MLX_DIR}
   - id: demo-vision-mlx
     provider: mlx
     description: Tiny random-weight llava model (CLIP vision tower, demo llama) for images through mlx-vlm
@@ -130,6 +146,11 @@ def write_demo_models(output: Path) -> Path:
     embed = random_weights(shape, vocab, seed=1, eos_id=eos_id)
     write_llama_gguf(output / "demo-embed-gguf.gguf", shape, embed, tokenizer, name="demo-embed-gguf", embedding=True)
     write_demo_mlx_models(output, shape, chat, tokenizer)
+    # The same weights with a Hermes/Qwen-style template, so tool calls run on both backends.
+    write_llama_gguf(
+        output / DEMO_TOOLS_GGUF, shape, chat, tokenizer, name="demo-tools", chat_template=HERMES_TOOLS_TEMPLATE
+    )
+    write_mlx_model(output / DEMO_TOOLS_MLX_DIR, shape, chat, tokenizer, chat_template=HERMES_TOOLS_TEMPLATE)
     write_vision_mlx_model(output / DEMO_VISION_MLX_DIR, shape, tokenizer)
     write_vision_projector_gguf(output / DEMO_VISION_GGUF_PROJECTOR, shape.hidden)
     yaml_path = output / "models.yaml"
@@ -143,7 +164,8 @@ def demo_models_current(output: Path) -> bool:
     if not yaml_path.is_file():
         return False
     head = yaml_path.read_text(encoding="utf-8").splitlines()[:1]
-    files = ["demo-gguf.gguf", "demo-embed-gguf.gguf"]
+    files = ["demo-gguf.gguf", "demo-embed-gguf.gguf", DEMO_TOOLS_GGUF]
+    files += [f"{DEMO_TOOLS_MLX_DIR}/{name}" for name in MLX_MODEL_FILES]
     files += [f"{folder}/{name}" for folder in (DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR) for name in MLX_MODEL_FILES]
     files += [f"{DEMO_VISION_MLX_DIR}/{name}" for name in VISION_MODEL_FILES]
     files.append(DEMO_VISION_GGUF_PROJECTOR)

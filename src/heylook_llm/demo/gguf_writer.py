@@ -33,6 +33,7 @@ def write_llama_gguf(
     name: str,
     embedding: bool = False,
     f16: bool = False,
+    chat_template: str = CHATML_TEMPLATE,
 ) -> None:
     """`f16` stores the matrices as float16 (norm vectors stay float32, as llama.cpp's converter does)."""
     # Imported here, not at the top: loading `gguf` is slow, and the server imports this package at start-up
@@ -69,7 +70,7 @@ def write_llama_gguf(
     writer.add_bos_token_id(tokenizer.token_id(BOS_TOKEN))
     writer.add_eos_token_id(tokenizer.token_id(EOS_TOKEN))
     writer.add_add_bos_token(False)
-    writer.add_chat_template(CHATML_TEMPLATE)
+    writer.add_chat_template(chat_template)
 
     writer.add_tensor("token_embd.weight", weights["model.embed_tokens.weight"])
     for i in range(shape.layers):

@@ -43,7 +43,7 @@ def mlx_config(shape: ModelShape, vocab: int, bos_id: int, eos_id: int) -> dict[
     }
 
 
-def tokenizer_config(context: int) -> dict[str, object]:
+def tokenizer_config(context: int, chat_template: str = CHATML_TEMPLATE) -> dict[str, object]:
     return {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "bos_token": BOS_TOKEN,
@@ -52,17 +52,23 @@ def tokenizer_config(context: int) -> dict[str, object]:
         "add_eos_token": False,
         "clean_up_tokenization_spaces": False,
         "model_max_length": context,
-        "chat_template": CHATML_TEMPLATE,
+        "chat_template": chat_template,
     }
 
 
-def write_mlx_model(folder: Path, shape: ModelShape, weights: dict[str, Array], tokenizer: TrainedTokenizer) -> None:
+def write_mlx_model(
+    folder: Path,
+    shape: ModelShape,
+    weights: dict[str, Array],
+    tokenizer: TrainedTokenizer,
+    chat_template: str = CHATML_TEMPLATE,
+) -> None:
     """Write one MLX model folder; the same inputs give byte-identical files."""
     folder.mkdir(parents=True, exist_ok=True)
     vocab = len(tokenizer.tokens)
     config = mlx_config(shape, vocab, tokenizer.token_id(BOS_TOKEN), tokenizer.token_id(EOS_TOKEN))
     write_json(folder / "config.json", config)
-    write_json(folder / "tokenizer_config.json", tokenizer_config(shape.context))
+    write_json(folder / "tokenizer_config.json", tokenizer_config(shape.context, chat_template))
     (folder / "tokenizer.json").write_text(tokenizer.tokenizer_json, encoding="utf-8")
     tmp = folder / "model.safetensors.tmp"
     # safetensors orders tensors itself, so the file does not depend on dict order.

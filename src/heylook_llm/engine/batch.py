@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from heylook_llm.engine.fanout import Piece, StartGeneration, interleave, started
+from heylook_llm.engine.fanout import Piece, StartGeneration, already_started, failed, interleave
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import ChatMessage, GenerationRequest, GenerationStats
 
@@ -199,7 +199,10 @@ async def _parallel(start: StartGeneration, base: GenerationRequest, run: BatchR
     now = time.perf_counter()
     for timing in run.timings:
         timing.started = now
-    async for piece in interleave([started(start, r) for r in run.requests]):
+    # Admitted together (or refused whole); a group refused once queued reports its error in its place.
+    parts = await start.each(run.requests, param="messages")
+    starters = [failed(p) if isinstance(p, HeylookError) else already_started(p) for p in parts]
+    async for piece in interleave(starters):
         if piece.error is not None or (piece.chunk is not None and piece.chunk.finish_reason is not None):
             run.timings[piece.index].ended = time.perf_counter()
         yield piece

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from heylook_llm.engine.generation import ActiveGeneration
 from heylook_llm.errors import HeylookError
@@ -18,8 +19,26 @@ from heylook_llm.types import GenerationChunk, GenerationRequest
 Starter = Callable[[], Awaitable[ActiveGeneration]]
 """Starts one generation (and raises its domain error if the prompt is refused)."""
 
-StartGeneration = Callable[[GenerationRequest], Awaitable[ActiveGeneration]]
-"""Starts a generation of a request on the model these requests are for (see Engine.starter)."""
+
+class StartGeneration(Protocol):
+    """Starts generations of requests on the model these requests are for (see Engine.starter)."""
+
+    capacity: int
+    """Generations one model queues at once (max_queued_requests_per_model)."""
+
+    async def __call__(self, request: GenerationRequest) -> ActiveGeneration:
+        """One generation; raises its domain error if the prompt is refused."""
+        ...
+
+    async def all(self, requests: list[GenerationRequest], *, param: str | None = None) -> list[ActiveGeneration]:
+        """Several generations admitted together; the first part that fails cancels the others and is raised."""
+        ...
+
+    async def each(
+        self, requests: list[GenerationRequest], *, param: str | None = None
+    ) -> list[ActiveGeneration | HeylookError]:
+        """Several generations admitted together (or refused whole); a part that fails is returned as its error."""
+        ...
 
 
 @dataclass(slots=True)
@@ -76,13 +95,13 @@ async def interleave(starters: list[Starter]) -> AsyncGenerator[Piece, None]:
                 await task
 
 
-def started(start: StartGeneration, request: GenerationRequest) -> Starter:
-    """A starter for `interleave` that submits `request`."""
+def failed(error: HeylookError) -> Starter:
+    """A starter for a part that was refused when it was admitted with others (`interleave` reports it)."""
 
-    async def begin() -> ActiveGeneration:
-        return await start(request)
+    async def start() -> ActiveGeneration:
+        raise error
 
-    return begin
+    return start
 
 
 def already_started(active: ActiveGeneration) -> Starter:

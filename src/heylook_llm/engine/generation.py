@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.activity import GenerationTrace
 from heylook_llm.engine.features import refuse_undeclared
-from heylook_llm.engine.output import OutputParser, PassThrough
+from heylook_llm.engine.output import OutputParser, PassThrough, output_parser_for
 from heylook_llm.engine.router import Lease, ModelRouter
+from heylook_llm.engine.tool_calls.stage import ToolOutputParser, prepare_tools
 from heylook_llm.engine.worker import GenerationStream
 from heylook_llm.errors import HeylookError
 from heylook_llm.types import ChatMessage, GenerationChunk, GenerationRequest, GenerationStats
@@ -92,9 +93,7 @@ async def start_generation(
         raise
     stream: GenerationStream | None = None
     try:
-        backend = lease.worker.backend
-        refuse_undeclared(request, backend.features, entry.id)
-        backend.check_request(request)
+        request, parser = prepared(request, entry, lease)
         stream = lease.worker.submit(request)
         first = await anext(stream)
     except BaseException as exc:
@@ -108,4 +107,17 @@ async def start_generation(
             trace.cancelled()  # the client went away while the request waited
         raise
     trace.first_output()
-    return ActiveGeneration(lease, stream, first, trace)
+    active = ActiveGeneration(lease, stream, first, trace)
+    active.parser = parser
+    return active
+
+
+def prepared(request: GenerationRequest, entry: ModelEntry, lease: Lease) -> tuple[GenerationRequest, OutputParser]:
+    """The request as the model's backend will run it and the parser for its output; raises the domain error that
+    refuses it (a feature the backend does not declare, a tool definition it cannot take, ...)."""
+    backend = lease.worker.backend
+    refuse_undeclared(request, backend.features, entry.id)
+    request, tool_parser = prepare_tools(request, entry, backend.facts)
+    backend.check_request(request)
+    parser = ToolOutputParser(tool_parser) if tool_parser is not None else output_parser_for(entry, request)
+    return request, parser

@@ -12,7 +12,14 @@ from collections.abc import Callable
 from typing import Protocol
 
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.types import GenerationChunk, GenerationRequest
+from heylook_llm.types import (
+    FinishReason,
+    GenerationChunk,
+    GenerationRequest,
+    GenerationStats,
+    TokenLogprob,
+    ToolCall,
+)
 
 
 class OutputParser(Protocol):
@@ -39,3 +46,45 @@ def output_parser_for(entry: ModelEntry, request: GenerationRequest) -> OutputPa
     """The parser for one generation. Every model passes text through until a format parser is registered for
     it; requests that would need one (tools, reasoning) are refused earlier by the feature check."""
     return PARSERS["none"](entry, request)
+
+
+class CollectedOutput:
+    """A whole generation read from its chunks: answer text, reasoning, complete tool calls, log probabilities,
+    finish reason and figures (what a non-streamed response encodes)."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.reasoning_parts: list[str] = []
+        self.calls: list[ToolCall] = []
+        self._call_parts: dict[int, list[str]] = {}
+        self._call_heads: dict[int, tuple[str, str]] = {}
+        self.logprobs: list[TokenLogprob] = []
+        self.finish_reason: FinishReason | None = None
+        self.stats: GenerationStats | None = None
+        self.context_tokens: list[int] | None = None
+
+    def add(self, chunk: GenerationChunk) -> None:
+        self.parts.append(chunk.text)
+        if chunk.reasoning:
+            self.reasoning_parts.append(chunk.reasoning)
+        for delta in chunk.tool_calls:
+            if delta.id is not None or delta.name is not None:
+                self._call_heads[delta.index] = (delta.id or "", delta.name or "")
+            self._call_parts.setdefault(delta.index, []).append(delta.arguments)
+        self.logprobs.extend(chunk.logprobs)
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
+            self.stats = chunk.stats or GenerationStats()
+            self.context_tokens = chunk.context_tokens
+            self.calls = [
+                ToolCall(self._call_heads.get(i, ("", ""))[0], self._call_heads.get(i, ("", ""))[1], "".join(parts))
+                for i, parts in sorted(self._call_parts.items())
+            ]
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.reasoning_parts)

@@ -5,14 +5,14 @@ encodes those pieces, streamed or collected.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
+from heylook_llm.engine.admission import check_capacity
 from heylook_llm.engine.batch import BatchRun, ProcessingMode, run_batch, split_groups
 from heylook_llm.engine.fanout import Piece, StartGeneration, already_started, interleave
-from heylook_llm.engine.generation import ActiveGeneration
+from heylook_llm.engine.output import CollectedOutput
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationRequest, GenerationStats
 
@@ -30,24 +30,27 @@ def choice_requests(gen: GenerationRequest, n: int) -> list[GenerationRequest]:
 class PieceResult:
     """One generation's collected output (or the error that ended it)."""
 
-    parts: list[str] = field(default_factory=list)
-    finish_reason: FinishReason | None = None
-    stats: GenerationStats | None = None
+    output: CollectedOutput = field(default_factory=CollectedOutput)
     error: HeylookError | None = None
 
     @property
     def text(self) -> str:
-        return "".join(self.parts)
+        return self.output.text
+
+    @property
+    def finish_reason(self) -> FinishReason | None:
+        return self.output.finish_reason
+
+    @property
+    def stats(self) -> GenerationStats | None:
+        return self.output.stats
 
     def record(self, piece: Piece) -> None:
         if piece.error is not None:
             self.error = piece.error
             return
         assert piece.chunk is not None
-        self.parts.append(piece.chunk.text)
-        if piece.chunk.finish_reason is not None:
-            self.finish_reason = piece.chunk.finish_reason
-            self.stats = piece.chunk.stats or GenerationStats()
+        self.output.add(piece.chunk)
 
 
 @dataclass(slots=True)
@@ -74,21 +77,19 @@ class PlanRun:
 async def start_plan(start: StartGeneration, gen: GenerationRequest, n: int, mode: ProcessingMode) -> PlanRun:
     """Start the generations of a request with `n` > 1 or a batch mode.
 
-    Choices are all started before this returns, so that a refused prompt is an error before any output; batch
-    groups start as the plan is read (sequential modes need earlier answers first) and report failures per group.
+    Choices are admitted together and all started before this returns, so that a refused prompt is an error before
+    any output (and cancels the other choices); batch groups start as the plan is read (sequential modes need
+    earlier answers first) and report failures per group. Parallel groups are admitted together: a batch with more
+    groups than a model queues is refused here, before any output.
     """
     if mode is not ProcessingMode.CONVERSATION:
         if n > 1:
             raise InvalidRequest("n > 1 works only with processing_mode conversation", param="n")
         assert gen.messages is not None
         split = split_groups(gen.messages)
+        if mode.parallel:
+            check_capacity(len(split.groups), start.capacity, "messages")
         run = BatchRun(mode, split.groups, split.shared)
         return PlanRun(len(split.groups), run_batch(start, gen, mode, split, run), gen, run)
-    results = await asyncio.gather(*(start(g) for g in choice_requests(gen, n)), return_exceptions=True)
-    actives = [r for r in results if isinstance(r, ActiveGeneration)]
-    failure = next((r for r in results if isinstance(r, BaseException)), None)
-    if failure is not None:
-        for active in actives:
-            active.close()
-        raise failure
+    actives = await start.all(choice_requests(gen, n), param="n")
     return PlanRun(n, interleave([already_started(a) for a in actives]), gen)

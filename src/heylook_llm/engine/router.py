@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from heylook_llm.backends import create_backend
 from heylook_llm.backends.base import Backend
 from heylook_llm.config.durations import format_duration
+from heylook_llm.config.paths import config_paths, without_local_paths
 from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.metrics import MetricsRecorder, ModelLoadState
 from heylook_llm.engine.worker import ModelWorker
-from heylook_llm.errors import InvalidRequest, ModelNotFound, ServerBusy
+from heylook_llm.errors import HeylookError, InvalidRequest, ModelLoadError, ModelNotFound, ServerBusy
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,12 @@ class Lease:
         if not self._released:
             self._released = True
             self._router._release(self._model)
+
+    def share(self) -> Lease:
+        """Another hold on the same weights, released on its own (one per generation of a multi-part request)."""
+        self._model.in_flight += 1
+        self._model.last_used = time.monotonic()
+        return Lease(self._router, self._model, self.entry, self.load_seconds)
 
 
 @dataclass(slots=True)
@@ -144,10 +151,11 @@ class ModelRouter:
                 model.keep_alive = 0.0
         self._expiry_changed.set()
 
-    async def checkout(self, entry: ModelEntry, *, keep_alive: float | None = None) -> Lease:
+    async def checkout(self, entry: ModelEntry, *, keep_alive: float | None = None, count: int = 1) -> Lease:
         """Hold the model loaded (loading it first if needed) until the lease is released.
 
         `keep_alive` (seconds, `math.inf` for ever) replaces the model's keep-alive; None means the server default.
+        `count`: generations the caller will queue at once (ServerBusy unless all of them fit the queue now).
         """
         model_id = entry.id
         if keep_alive is None:
@@ -161,13 +169,21 @@ class ModelRouter:
             model = await self._load_and_checkout(entry, keep_alive)
         load_seconds = time.perf_counter() - started if model.loaded_at >= started else 0.0
         lease = Lease(self, model, entry, load_seconds)
-        if model.worker.pending >= self.settings.max_queued_requests_per_model:
+        if model.worker.pending + count > self.settings.max_queued_requests_per_model:
             lease.release()
             raise ServerBusy(
                 f"model '{model_id}' has {model.worker.pending} requests queued; try again shortly",
                 retry_after_seconds=2,
             )
         return lease
+
+    def fail_in_flight(self, exc: HeylookError) -> int:
+        """End every queued and running generation of every loaded model with `exc`; returns how many."""
+        return sum(model.worker.fail_all(exc) for model in self._loaded.values())
+
+    def in_flight(self) -> int:
+        """Requests holding a loaded model now (generating, queued or embedding)."""
+        return sum(model.in_flight for model in self._loaded.values())
 
     @asynccontextmanager
     async def acquire(self, entry: ModelEntry, *, keep_alive: float | None = None) -> AsyncIterator[Lease]:
@@ -249,6 +265,10 @@ class ModelRouter:
                 worker = ModelWorker(backend, stream_interval=self.settings.stream_interval_seconds)
                 log.info("loading model '%s' (%s)", entry.id, entry.provider)
                 await worker.start()
+            except ModelLoadError as exc:
+                self.metrics.model_load_failed(entry.id)
+                log.error("loading model '%s' failed: %s", entry.id, exc.reason)
+                raise self.for_clients(exc, entry) from exc
             except Exception:
                 self.metrics.model_load_failed(entry.id)
                 raise
@@ -264,6 +284,12 @@ class ModelRouter:
             self._loaded[key] = model
             model.in_flight += 1
             return model
+
+    def for_clients(self, exc: ModelLoadError, entry: ModelEntry) -> ModelLoadError:
+        """The same error with its paths relative to the models folder (the log keeps them whole)."""
+        folder = self.registry.source.parent if self.registry.source is not None else None
+        reason = without_local_paths(exc.reason, folder, config_paths(entry.config))
+        return ModelLoadError(exc.model_id, reason, missing_dependency=exc.missing_dependency)
 
     async def _make_room(self) -> None:
         while len(self._loaded) >= self.registry.max_loaded_models:

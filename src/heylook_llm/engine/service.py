@@ -23,6 +23,7 @@ from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.registry_store import RegistryStore
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.activity import LivePoint, RequestRecord
+from heylook_llm.engine.admission import start_generations
 from heylook_llm.engine.backend_probe import BackendImport, BackendProbe
 from heylook_llm.engine.dashboard import (
     FileFacts,
@@ -35,8 +36,8 @@ from heylook_llm.engine.dashboard import (
 from heylook_llm.engine.fanout import StartGeneration
 from heylook_llm.engine.features import capability_names, expected_features
 from heylook_llm.engine.generation import ActiveGeneration, start_generation
+from heylook_llm.engine.lifecycle import Lifecycle
 from heylook_llm.engine.metrics import MetricsRecorder
-from heylook_llm.engine.output import output_parser_for
 from heylook_llm.engine.router import BackendFactory, ModelRouter
 from heylook_llm.errors import CapabilityError, HeylookError, ModelLoadError, ModelNotFound
 from heylook_llm.model_info import ModelFileError, ModelFileInfo, ModelInfoReader, read_model_files
@@ -87,6 +88,8 @@ class Engine:
         self._backend_probe = BackendProbe()
         self._file_facts: dict[str, FileFacts | None] = {}
         self._live_sampler: asyncio.Task[None] | None = None
+        self.lifecycle = Lifecycle()
+        """Readiness (the start-up model) and the shutdown drain."""
 
     # --- the catalogue -----------------------------------------------------------------------------------
     @property
@@ -152,19 +155,55 @@ class Engine:
     ) -> ActiveGeneration:
         """Start a generation on `entry` (loading it if needed); errors in the request surface here, before any
         output. Close the returned generation when done (it cancels the work if it is still running)."""
+        self.lifecycle.refuse_if_shutting_down()
         self._ensure_live_sampler()
-        active = await start_generation(self._router, entry, request, keep_alive=keep_alive)
-        active.parser = output_parser_for(entry, request)
-        return active
+        return await start_generation(self._router, entry, request, keep_alive=keep_alive)
+
+    async def generate_all(
+        self,
+        entry: ModelEntry,
+        requests: list[GenerationRequest],
+        *,
+        keep_alive: float | None = None,
+        param: str | None = None,
+    ) -> list[ActiveGeneration]:
+        """Start several generations of one request (a prompt list, `n` choices) admitted whole: refused together
+        (413 naming max_queued_requests_per_model when they could never fit, 503 when the queue is full now),
+        and the first that fails cancels all the others before its error is raised."""
+        started = await self._generate_parts(entry, requests, keep_alive, param, all_or_nothing=True)
+        return [a for a in started if isinstance(a, ActiveGeneration)]
+
+    async def generate_each(
+        self,
+        entry: ModelEntry,
+        requests: list[GenerationRequest],
+        *,
+        keep_alive: float | None = None,
+        param: str | None = None,
+    ) -> list[ActiveGeneration | HeylookError]:
+        """As `generate_all`, but a part refused once queued is returned as its error in its place and the others
+        go on (batch groups report failures per group)."""
+        return await self._generate_parts(entry, requests, keep_alive, param, all_or_nothing=False)
+
+    async def _generate_parts(
+        self,
+        entry: ModelEntry,
+        requests: list[GenerationRequest],
+        keep_alive: float | None,
+        param: str | None,
+        *,
+        all_or_nothing: bool,
+    ) -> list[ActiveGeneration | HeylookError]:
+        self.lifecycle.refuse_if_shutting_down()
+        self._ensure_live_sampler()
+        return await start_generations(
+            self._router, entry, requests, keep_alive=keep_alive, all_or_nothing=all_or_nothing, param=param
+        )
 
     def starter(self, entry: ModelEntry, *, keep_alive: float | None = None) -> StartGeneration:
-        """A function that starts generations of requests on `entry` (for several generations of one request:
-        choices, batch groups, prompt lists)."""
-
-        async def start(request: GenerationRequest) -> ActiveGeneration:
-            return await self.generate(entry, request, keep_alive=keep_alive)
-
-        return start
+        """Starts generations of requests on `entry` (for several generations of one request: choices, batch
+        groups, prompt lists)."""
+        return _ModelStarter(self, entry, keep_alive)
 
     async def embed(
         self, entry: ModelEntry, inputs: EmbeddingInputs, *, truncate: bool = False, keep_alive: float | None = None
@@ -189,14 +228,26 @@ class Engine:
         return await self._router.unload(entry.id)
 
     async def preload(self, model_id: str) -> None:
-        """Load the start-up model; a failure is logged and the server keeps running."""
+        """Load the start-up model; a failure is logged and the server keeps running (not ready, see
+        `lifecycle.readiness`)."""
         self._ensure_live_sampler()
+        self.lifecycle.startup_loading(model_id)
         try:
             await self._router.load(self.resolve(model_id))
         except HeylookError as exc:
             log.error("could not load start-up model '%s': %s (the server keeps running)", model_id, exc.message)
+            self.lifecycle.startup_failed(model_id, exc.message)
+            return
         except Exception:
             log.exception("could not load start-up model '%s' (the server keeps running)", model_id)
+            self.lifecycle.startup_failed(model_id, f"the start-up model '{model_id}' failed to load")
+            return
+        self.lifecycle.startup_loaded(model_id)
+
+    async def drain(self, grace_seconds: float) -> None:
+        """Shutdown: refuse new generations, give those in flight `grace_seconds`, then end the rest with
+        ServerShuttingDown (streams end with their dialect's error event)."""
+        await self.lifecycle.drain(grace_seconds, self._router.in_flight, self._router.fail_in_flight)
 
     async def close(self) -> None:
         if self._live_sampler is not None:
@@ -230,14 +281,14 @@ class Engine:
                 return await asyncio.to_thread(read_model_files, path, include_large_arrays=True)
             return await asyncio.to_thread(self._files.info, path)
         except (ModelFileError, OSError) as exc:
-            raise ModelLoadError(entry.id, f"its files cannot be read: {exc}") from exc
+            raise self._router.for_clients(ModelLoadError(entry.id, f"its files cannot be read: {exc}"), entry) from exc
 
     async def digest(self, entry: ModelEntry) -> str:
         """The sha256 of the model's files (seconds per gigabyte the first time; cached after)."""
         try:
             return await asyncio.to_thread(self._files.digest, entry.config.model_path)
         except (ModelFileError, OSError) as exc:
-            raise ModelLoadError(entry.id, f"its files cannot be read: {exc}") from exc
+            raise self._router.for_clients(ModelLoadError(entry.id, f"its files cannot be read: {exc}"), entry) from exc
 
     def backend_name(self, entry: ModelEntry) -> str:
         """The backend that runs `entry` (llama_cpp, mlx, mlx:vision, ...)."""
@@ -353,3 +404,24 @@ class Engine:
             (m.entry.id, max(0, m.worker.pending - m.worker.running), m.worker.running) for m in self._router.loaded()
         ]
         self.metrics.live.sample(states)
+
+
+class _ModelStarter:
+    """Engine.starter: starts generations on one model with one keep-alive."""
+
+    def __init__(self, engine: Engine, entry: ModelEntry, keep_alive: float | None) -> None:
+        self._engine = engine
+        self._entry = entry
+        self._keep_alive = keep_alive
+        self.capacity = engine.settings.max_queued_requests_per_model
+
+    async def __call__(self, request: GenerationRequest) -> ActiveGeneration:
+        return await self._engine.generate(self._entry, request, keep_alive=self._keep_alive)
+
+    async def all(self, requests: list[GenerationRequest], *, param: str | None = None) -> list[ActiveGeneration]:
+        return await self._engine.generate_all(self._entry, requests, keep_alive=self._keep_alive, param=param)
+
+    async def each(
+        self, requests: list[GenerationRequest], *, param: str | None = None
+    ) -> list[ActiveGeneration | HeylookError]:
+        return await self._engine.generate_each(self._entry, requests, keep_alive=self._keep_alive, param=param)

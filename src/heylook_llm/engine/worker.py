@@ -41,8 +41,14 @@ class GenerationStream:
     wake-up, an SSE event, the client's parsing) would otherwise be paid per token and slow the model itself.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = 0.0) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        interval: float = 0.0,
+        on_cancel: Callable[[GenerationStream], None] | None = None,
+    ) -> None:
         self.loop = loop
+        self._on_cancel = on_cancel
         self._interval = interval
         self._items: deque[GenerationChunk | BaseException] = deque()
         self._lock = threading.Lock()
@@ -97,7 +103,11 @@ class GenerationStream:
         self._ready.set()
 
     def cancel(self) -> None:
+        if self._cancel.is_set():
+            return
         self._cancel.set()
+        if self._on_cancel is not None:
+            self._on_cancel(self)
 
     def __aiter__(self) -> GenerationStream:
         return self
@@ -192,15 +202,18 @@ class ModelWorker:
         self._last_step_seconds = 0.0
         self._jobs: queue.SimpleQueue[_GenerateJob | _CallJob | _Stop] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"model-{self.model_id}", daemon=True)
-        self._pending = 0
         self._pending_lock = threading.Lock()
+        self._live: set[GenerationStream] = set()
+        """Streams queued or running: they count against the queue limit until retired."""
+        self._admitted: set[GenerationStream] = set()
+        """Those of `_live` that the worker took from the queue (a prompt may be evaluating)."""
         self._active: list[_Active] = []
         self.load_seconds = 0.0
 
     @property
     def pending(self) -> int:
         """Generations queued or running on this worker."""
-        return self._pending
+        return len(self._live)
 
     @property
     def running(self) -> int:
@@ -218,7 +231,8 @@ class ModelWorker:
             raise
         except Exception as exc:
             await self.stop()
-            raise ModelLoadError(self.model_id, f"{type(exc).__name__}: {exc}") from exc
+            log.error("loading %s failed", self.model_id, exc_info=exc)
+            raise ModelLoadError(self.model_id, str(exc) or "the backend failed without a message") from exc
         self.load_seconds = time.perf_counter() - started
 
     async def call(self, fn: Callable[[Backend], T]) -> T:
@@ -232,11 +246,39 @@ class ModelWorker:
         return await self.call(lambda backend: backend.embed(inputs))
 
     def submit(self, request: GenerationRequest) -> GenerationStream:
-        stream = GenerationStream(asyncio.get_running_loop(), self.stream_interval)
+        stream = GenerationStream(asyncio.get_running_loop(), self.stream_interval, on_cancel=self._forget_queued)
         with self._pending_lock:
-            self._pending += 1
+            self._live.add(stream)
         self._jobs.put(_GenerateJob(request, stream))
         return stream
+
+    def fail_all(self, exc: HeylookError) -> int:
+        """End every queued and running generation with `exc` (shutdown); the worker stops them within a step.
+        Returns how many were ended."""
+        with self._pending_lock:
+            streams = list(self._live)
+        for stream in streams:
+            stream.push(exc)
+            stream.cancel()
+        return len(streams)
+
+    def _forget_queued(self, stream: GenerationStream) -> None:
+        """A request cancelled while it waits in the queue (its client went away, a sibling prompt failed) stops
+        counting against the queue limit at once; the worker drops it unread when it reaches it."""
+        with self._pending_lock:
+            if stream not in self._live or stream in self._admitted:
+                return
+            self._live.discard(stream)
+        log.info("a request queued on '%s' was cancelled before its prompt was evaluated: dropped", self.model_id)
+
+    def _take_queued(self, stream: GenerationStream) -> bool:
+        """Mark a queued stream as admitted; False when it was cancelled (and forgotten) while it waited."""
+        with self._pending_lock:
+            if stream not in self._live or stream.cancelled:
+                self._live.discard(stream)
+                return False
+            self._admitted.add(stream)
+            return True
 
     async def stop(self) -> None:
         """Unload the model and end the thread; waits for the thread without blocking the loop."""
@@ -275,8 +317,7 @@ class ModelWorker:
             if isinstance(job, _CallJob):
                 self._run_call(job)
                 continue
-            if job.stream.cancelled:
-                self._retire()
+            if not self._take_queued(job.stream):
                 continue
             started = time.perf_counter()
             # The next steps evaluate this prompt and may take long: send what the others have held back.
@@ -285,7 +326,7 @@ class ModelWorker:
                 handle = self.backend.open_sequence(job.request)
             except Exception as exc:
                 self._fail(job.stream, exc)
-                self._retire()
+                self._retire(job.stream)
                 continue
             active.append(_Active(job, handle, queue_seconds=started - job.stream.submitted_at))
         return True
@@ -352,7 +393,7 @@ class ModelWorker:
     def _end(self, active: list[_Active], item: _Active) -> None:
         active.remove(item)
         self._close(item)
-        self._retire()
+        self._retire(item.job.stream)
 
     def _close(self, item: _Active) -> None:
         try:
@@ -360,16 +401,18 @@ class ModelWorker:
         except Exception:
             log.exception("closing a sequence on %s failed", self.model_id)
 
-    def _retire(self) -> None:
+    def _retire(self, stream: GenerationStream) -> None:
         with self._pending_lock:
-            self._pending -= 1
+            self._live.discard(stream)
+            self._admitted.discard(stream)
 
     def _fail(self, stream: GenerationStream, exc: BaseException) -> None:
         if isinstance(exc, HeylookError):
             stream.push(exc)
         else:
-            log.exception("generation on %s failed", self.model_id, exc_info=exc)
-            stream.push(GenerationFailed(f"generation failed: {type(exc).__name__}: {exc}"))
+            # The exception's text may hold paths and internals: the log keeps it, the client gets a plain reason.
+            log.error("generation on %s failed", self.model_id, exc_info=exc)
+            stream.push(GenerationFailed("generation failed in the model's backend (the server log has the details)"))
 
     def _run_call(self, job: _CallJob) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from heylook_llm.api.images import ImageRef
 from heylook_llm.api.ollama import refusals
 from heylook_llm.api.ollama.go_template import render_go_template
 from heylook_llm.api.ollama.schemas import ChatRequest, GenerateRequest, JsonFormat, Message, Options
-from heylook_llm.config.registry import ModelEntry
+from heylook_llm.config.registry import ModelEntry, model_id_problem
 from heylook_llm.config.sampling import resolve_sampling
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import InvalidRequest
@@ -26,6 +27,10 @@ from heylook_llm.types import (
     ImageData,
     ResponseFormat,
     SamplingOverrides,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
 )
 
 log = logging.getLogger(__name__)
@@ -39,8 +44,12 @@ NEVER_EXPIRES = "9999-12-31T23:59:59Z"
 # --- names -----------------------------------------------------------------------------------------------
 
 
-def new_model_id(name: str) -> str:
-    """The id to store for a new model name: `mario:latest` is kept as `mario`."""
+def new_model_id(name: str, *, param: str = "model") -> str:
+    """The id to store for a new model name: `mario:latest` is kept as `mario`. A name that cannot be an id
+    (config/registry.py: length, control characters, path segments) is a 400 naming `param`."""
+    problem = model_id_problem(name)
+    if problem is not None:
+        raise InvalidRequest(f"invalid model name: the name {problem}", param=param)
     return name.removesuffix(":latest")
 
 
@@ -114,8 +123,49 @@ def image_refs(body: ChatRequest | GenerateRequest) -> list[ImageRef]:
     ]
 
 
-def _message(msg: Message, images: Iterator[ImageData]) -> ChatMessage:
-    return ChatMessage(msg.role, msg.content or "", [next(images) for _ in msg.images or []])
+def _message(msg: Message, images: Iterator[ImageData], index: int) -> ChatMessage:
+    calls = [
+        # Ollama's calls have no ids; the template sees positional ones.
+        ToolCall(f"call_{index}_{i}", c.function.name, json.dumps(c.function.arguments, ensure_ascii=False))
+        for i, c in enumerate(msg.tool_calls or [])
+    ]
+    return ChatMessage(
+        msg.role,
+        msg.content or "",
+        [next(images) for _ in msg.images or []],
+        tool_calls=calls,
+        tool_name=msg.tool_name,
+        reasoning=msg.thinking,
+    )
+
+
+def _tools(body: ChatRequest) -> tuple[list[ToolSpec], ToolChoice | None]:
+    tools = [ToolSpec(t.function.name, t.function.description, t.function.parameters or {}) for t in body.tools or []]
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("two tools have the same name", param="tools")
+    choice = body.tool_choice
+    if choice is None or choice == "auto":
+        return tools, None
+    if choice in ("none", "required"):
+        return tools, ToolChoice(choice)  # type: ignore[arg-type]
+    if choice not in names:
+        raise InvalidRequest(
+            f"tool_choice '{choice}' is neither auto, none, required nor a tool's name", param="tool_choice"
+        )
+    return tools, ToolChoice("function", choice)
+
+
+def tool_calls_json(calls: list[ToolCall] | list[ToolCallDelta]) -> list[dict[str, Any]]:
+    """Ollama's message.tool_calls: each function with its arguments as an object."""
+    out = []
+    for call in calls:
+        try:
+            arguments = json.loads(call.arguments)
+        except json.JSONDecodeError:
+            arguments = call.arguments
+        out.append({"function": {"name": call.name, "arguments": arguments}})
+    return out
 
 
 def chat_request(
@@ -127,10 +177,13 @@ def chat_request(
     """`images` are the messages' images in order (see image_refs), prepared by the image pipeline."""
     _refuse_unsupported(body)
     remaining = iter(images or [])
+    tools, choice = _tools(body)
     return GenerationRequest(
         model_id=entry.id,
         sampling=resolve_sampling(sampling(body.options), entry.config.sampling_defaults(), settings.default_sampling),
-        messages=[_message(m, remaining) for m in body.messages or []],
+        messages=[_message(m, remaining, i) for i, m in enumerate(body.messages or [])],
+        tools=tools,
+        tool_choice=choice,
         request_id=f"ollama-chat-{uuid.uuid4().hex[:16]}",
         origin="ollama",
         response_format=response_format(body.format),
@@ -178,7 +231,9 @@ def generate_request(
         request.prompt = prompt
     elif body.template:
         system = body.system or entry.system or ""
-        request.prompt = render_go_template(body.template, system=system, prompt=prompt)
+        # No prompt a client may send is longer than the largest body: a template cannot need to write more.
+        limit = settings.limits.max_body_bytes
+        request.prompt = render_go_template(body.template, system=system, prompt=prompt, max_chars=limit)
     else:
         messages = [ChatMessage("system", body.system)] if body.system else []
         request.messages = [*messages, ChatMessage("user", prompt, list(images or []))]
@@ -215,8 +270,11 @@ def measurements(stats: GenerationStats, total_seconds: float) -> dict[str, int]
     }
 
 
-def chat_piece(model: str, text: str) -> dict[str, Any]:
-    return {"model": model, "created_at": timestamp(), "message": {"role": "assistant", "content": text}, "done": False}
+def chat_piece(model: str, text: str, calls: list[ToolCallDelta] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = tool_calls_json(calls)
+    return {"model": model, "created_at": timestamp(), "message": message, "done": False}
 
 
 def generate_piece(model: str, text: str) -> dict[str, Any]:
@@ -224,12 +282,20 @@ def generate_piece(model: str, text: str) -> dict[str, Any]:
 
 
 def chat_final(
-    model: str, text: str, reason: FinishReason | None, stats: GenerationStats, total_seconds: float
+    model: str,
+    text: str,
+    reason: FinishReason | None,
+    stats: GenerationStats,
+    total_seconds: float,
+    calls: list[ToolCall] | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if calls:
+        message["tool_calls"] = tool_calls_json(calls)
     return {
         "model": model,
         "created_at": timestamp(),
-        "message": {"role": "assistant", "content": text},
+        "message": message,
         "done": True,
         "done_reason": done_reason(reason),
         **measurements(stats, total_seconds),
@@ -295,6 +361,16 @@ def listed_model(entry: ModelEntry, info: ModelFileInfo, digest: str) -> dict[st
     }
 
 
+def _expiry(expires_at: float | None) -> str:
+    """keep_alive is bounded (config/durations.py); a time past what dates can show still reads as never."""
+    if expires_at is None:
+        return NEVER_EXPIRES
+    try:
+        return timestamp(expires_at)
+    except (OverflowError, OSError, ValueError):
+        return NEVER_EXPIRES
+
+
 def running_model(
     entry: ModelEntry,
     info: ModelFileInfo,
@@ -313,7 +389,7 @@ def running_model(
         "size_vram": accelerator_bytes,
         "digest": digest,
         "details": details(info, entry),
-        "expires_at": NEVER_EXPIRES if expires_at is None else timestamp(expires_at),
+        "expires_at": _expiry(expires_at),
         "context_length": context_length,
     }
 

@@ -3,17 +3,21 @@
 Understood: `{{ .System }}`, `{{ .Prompt }}`, `{{ .Suffix }}`, `{{ .Response }}` (always empty here),
 `{{ if .X }}`, `{{ else }}`, `{{ end }}`, and the `{{-` / `-}}` whitespace trims. Anything else (`range`,
 `.Messages`, functions) is refused by name rather than rendered wrongly.
+
+Limits (a breach is a 400 naming `template`): `{{ if }}` blocks nest at most MAX_NESTING deep, and the output
+stops at the caller's `max_chars` (a template that repeats the prompt thousands of times would otherwise build
+gigabytes). Parsing is linear in the template's length.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 from heylook_llm.errors import InvalidRequest
 
-_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.DOTALL)
 _VARIABLES = ("System", "Prompt", "Suffix", "Response")
+MAX_NESTING = 64
+DEFAULT_MAX_CHARS = 16 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -44,16 +48,31 @@ def _variable(expression: str) -> str:
     return name
 
 
+def _split(template: str) -> list[str | tuple[str, bool, bool]]:
+    """Text and actions (expression, trim left, trim right), found with `str.find` so that the time is linear
+    in the template's length (a backtracking regex is quadratic on many unclosed `{{`)."""
+    pieces: list[str | tuple[str, bool, bool]] = []
+    position = 0
+    while (start := template.find("{{", position)) != -1:
+        end = template.find("}}", start + 2)
+        if end == -1:
+            raise InvalidRequest("template: a '{{' has no closing '}}'", param="template")
+        inner = template[start + 2 : end]
+        trim_left = inner.startswith("-")
+        inner = inner[1:] if trim_left else inner
+        trim_right = inner.endswith("-")
+        inner = inner[:-1] if trim_right else inner
+        pieces.append(template[position:start])
+        pieces.append((inner.strip(), trim_left, trim_right))
+        position = end + 2
+    pieces.append(template[position:])
+    return pieces
+
+
 def _parse(template: str) -> _Block:
     root = _Block(None)
     stack = [root]
-    position = 0
-    pieces: list[str | tuple[str, bool, bool]] = []
-    for match in _ACTION.finditer(template):
-        pieces.append(template[position : match.start()])
-        pieces.append((match.group(2), bool(match.group(1)), bool(match.group(3))))
-        position = match.end()
-    pieces.append(template[position:])
+    pieces = _split(template)
     # Apply the trim markers to the neighbouring text first, as Go does.
     for index, piece in enumerate(pieces):
         if isinstance(piece, tuple):
@@ -70,6 +89,8 @@ def _parse(template: str) -> _Block:
         expression = piece[0]
         words = expression.split()
         if words and words[0] == "if" and len(words) == 2:
+            if len(stack) > MAX_NESTING:
+                raise InvalidRequest(f"template: {{{{ if }}}} blocks nest deeper than {MAX_NESTING}", param="template")
             block = _Block(_variable(words[1]))
             stack[-1].add(block)
             stack.append(block)
@@ -84,19 +105,35 @@ def _parse(template: str) -> _Block:
     return root
 
 
-def _render(nodes: list[str | _Var | _Block], values: dict[str, str], out: list[str]) -> None:
+@dataclass(slots=True)
+class _Output:
+    max_chars: int
+    parts: list[str] = field(default_factory=list)
+    size: int = 0
+
+    def write(self, text: str) -> None:
+        self.size += len(text)
+        if self.size > self.max_chars:
+            raise InvalidRequest(f"template: the output passed {self.max_chars:,} characters", param="template")
+        self.parts.append(text)
+
+
+def _render(nodes: list[str | _Var | _Block], values: dict[str, str], out: _Output) -> None:
     for node in nodes:
         if isinstance(node, str):
-            out.append(node)
+            out.write(node)
         elif isinstance(node, _Var):
-            out.append(values[node.name])
+            out.write(values[node.name])
         else:
             _render(node.then if values.get(node.condition or "") else node.otherwise, values, out)
 
 
-def render_go_template(template: str, *, system: str = "", prompt: str = "", suffix: str = "") -> str:
-    """Render the supported subset; raises InvalidRequest (param "template") on anything else."""
+def render_go_template(
+    template: str, *, system: str = "", prompt: str = "", suffix: str = "", max_chars: int = DEFAULT_MAX_CHARS
+) -> str:
+    """Render the supported subset; raises InvalidRequest (param "template") on anything else, and when the
+    output would pass `max_chars`."""
     root = _parse(template)
-    out: list[str] = []
+    out = _Output(max_chars)
     _render(root.then, {"System": system, "Prompt": prompt, "Suffix": suffix, "Response": ""}, out)
-    return "".join(out)
+    return "".join(out.parts)

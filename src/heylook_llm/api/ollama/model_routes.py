@@ -3,10 +3,12 @@ models instead. Also `GET /` and /api/version, which clients use to find an Olla
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import jinja2
+import jinja2.sandbox
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response
@@ -135,7 +137,7 @@ async def copy_model(body: CopyRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     engine = engine_of(request)
     source = engine.resolve(body.source, latest_tag=True)
-    await engine.copy_model(source, convert.new_model_id(body.destination))
+    await engine.copy_model(source, convert.new_model_id(body.destination, param="destination"))
     return Response(status_code=200)
 
 
@@ -148,14 +150,18 @@ async def delete_model(body: ModelRequest, request: Request) -> Response:
 
 
 def _checked_jinja(template: str) -> str:
+    """The template if it compiles (compiling, not only parsing: Python refuses code nested 100 deep, and
+    deeper templates exhaust the recursion limit), so that a bad one is a 400 here, not a failed load later."""
     try:
-        jinja2.Environment().parse(template)
+        jinja2.sandbox.ImmutableSandboxedEnvironment().from_string(template)
     except jinja2.TemplateSyntaxError as exc:
         raise InvalidRequest(
             f"template must be a Jinja chat template (as in tokenizer_config.json); Go templates are not run "
             f"here: {exc.message}",
             param="template",
         ) from exc
+    except (RecursionError, SyntaxError):
+        raise InvalidRequest("template nests too deeply", param="template") from None
     return template
 
 
@@ -178,7 +184,7 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
         raise InvalidRequest(f"invalid request: parameters: {problems}", param="parameters") from exc
     field_log_of(request).note("Ollama", refusals.check_create(body, options))
     sampling = convert.sampling(options, where="parameters")
-    template = _checked_jinja(body.template) if body.template is not None else None
+    template = await asyncio.to_thread(_checked_jinja, body.template) if body.template is not None else None
     await engine.add_variant(
         base,
         convert.new_model_id(body.model),

@@ -30,13 +30,9 @@ GENERATION_REFUSED = (
     Refused("think", "no thinking model is served here yet; leave think out or send false", _thinks),
     Refused("logprobs", "log probabilities are not available through the Ollama API here yet"),
     Refused("top_logprobs", "log probabilities are not available through the Ollama API here yet"),
-    Refused("tools", "tool calling is not available on this server yet"),
 )
 
-MESSAGE_REFUSED = (
-    Refused("tool_calls", "tool calls in the history need tool calling, which is not available yet"),
-    Refused("tool_name", "tool results need tool calling, which is not available yet"),
-)
+MESSAGE_REFUSED: tuple[Refused, ...] = ()
 MESSAGE_NO_EFFECT = ("thinking",)
 """Reasoning sent back in the history: dropped, as thinking models' templates drop earlier reasoning."""
 
@@ -83,11 +79,6 @@ def check_options(options: Options | None, *, where: str = "options") -> list[st
 
 def _check_message(index: int, message: Message) -> list[str]:
     prefix = f"messages[{index}]."
-    if message.role == "tool":
-        # A tool result only makes sense after a tool call, which nothing here can have made.
-        return check_fields(
-            {"role": "tool"}, (Refused("role", MESSAGE_REFUSED[1].instead, is_not()),), [], prefix=prefix
-        )
     known = [*Message.model_fields, *MESSAGE_NO_EFFECT]
     return check_fields(field_values(message), MESSAGE_REFUSED, known, prefix=prefix)
 

@@ -27,9 +27,10 @@ from heylook_llm.api.ollama.schemas import (
 )
 from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
+from heylook_llm.engine.output import CollectedOutput
 from heylook_llm.engine.service import ActiveGeneration, Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
-from heylook_llm.types import Feature, FinishReason, GenerationStats, ImageData
+from heylook_llm.types import Feature, FinishReason, GenerationStats, ImageData, ToolCallDelta
 
 NDJSON = "application/x-ndjson"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -80,6 +81,18 @@ async def _prepare_images(
     return await images_of(request).prepare(entry.id, accepts, refs, body.resize_options())
 
 
+async def _collect_output(active: ActiveGeneration) -> CollectedOutput:
+    output = CollectedOutput()
+    try:
+        async for chunk in active.chunks():
+            output.add(chunk)
+            if chunk.finish_reason is not None:
+                return output
+    finally:
+        active.close()
+    raise AssertionError("a generation ended without a finish reason")
+
+
 async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats, list[int] | None]:
     parts: list[str] = []
     try:
@@ -94,13 +107,13 @@ async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, 
 
 async def _lines(
     active: ActiveGeneration,
-    piece: Callable[[str], dict[str, Any]],
+    piece: Callable[[str, list[ToolCallDelta]], dict[str, Any]],
     final: Callable[[FinishReason | None, GenerationStats, list[int] | None], dict[str, Any]],
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in active.chunks():
-            if chunk.text:
-                yield ndjson_line(piece(chunk.text))
+            if chunk.text or chunk.tool_calls:
+                yield ndjson_line(piece(chunk.text, chunk.tool_calls))
             if chunk.finish_reason is not None:
                 yield ndjson_line(final(chunk.finish_reason, chunk.stats or GenerationStats(), chunk.context_tokens))
     except HeylookError as exc:
@@ -120,17 +133,20 @@ async def chat(body: ChatRequest, request: Request) -> Response:
         return await _load_only(engine, entry, body)
     images = await _prepare_images(request, engine, entry, body)
     gen = convert.chat_request(body, entry, engine.settings, images)
-    active = await engine.generate(entry, gen, keep_alive=body.keep_alive)
+    # Also while it waits in the model's queue: a client that leaves then is dropped before its prompt is read.
+    active = await unless_disconnected(request, engine.generate(entry, gen, keep_alive=body.keep_alive))
     name = body.model
     if body.stream:
 
         def final(reason: FinishReason | None, stats: GenerationStats, _: list[int] | None) -> dict[str, Any]:
             return convert.chat_final(name, "", reason, stats, time.perf_counter() - started)
 
-        lines = _lines(active, lambda text: convert.chat_piece(name, text), final)
+        lines = _lines(active, lambda text, calls: convert.chat_piece(name, text, calls), final)
         return StreamingResponse(lines, media_type=NDJSON)
-    text, reason, stats, _ = await unless_disconnected(request, _collect(active))
-    return OrjsonResponse(convert.chat_final(name, text, reason, stats, time.perf_counter() - started))
+    output = await unless_disconnected(request, _collect_output(active))
+    stats = output.stats or GenerationStats()
+    seconds = time.perf_counter() - started
+    return OrjsonResponse(convert.chat_final(name, output.text, output.finish_reason, stats, seconds, output.calls))
 
 
 @routes.post("/api/generate", summary="Complete a prompt (NDJSON stream by default)", responses=STREAM_DOC)
@@ -143,14 +159,15 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
         return await _load_only(engine, entry, body)
     images = await _prepare_images(request, engine, entry, body)
     gen = convert.generate_request(body, entry, engine.settings, images)
-    active = await engine.generate(entry, gen, keep_alive=body.keep_alive)
+    # Also while it waits in the model's queue: a client that leaves then is dropped before its prompt is read.
+    active = await unless_disconnected(request, engine.generate(entry, gen, keep_alive=body.keep_alive))
     name = body.model
     if body.stream:
 
         def final(reason: FinishReason | None, stats: GenerationStats, context: list[int] | None) -> dict[str, Any]:
             return convert.generate_final(name, "", reason, stats, time.perf_counter() - started, context)
 
-        lines = _lines(active, lambda text: convert.generate_piece(name, text), final)
+        lines = _lines(active, lambda text, _calls: convert.generate_piece(name, text), final)
         return StreamingResponse(lines, media_type=NDJSON)
     text, reason, stats, context = await unless_disconnected(request, _collect(active))
     return OrjsonResponse(convert.generate_final(name, text, reason, stats, time.perf_counter() - started, context))

@@ -12,6 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from heylook_llm.api.images import ResizeFields
 from heylook_llm.config.durations import keep_alive_seconds
+from heylook_llm.config.registry import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
+
+MAX_TEMPLATE_CHARS = 256 * 1024
+"""Longest template a request may carry (real chat templates are a few kilobytes; compiling costs time)."""
 
 
 class _Open(BaseModel):
@@ -64,7 +68,7 @@ class Options(_Open):
     seed: int | None = None
     """Negative: a random seed."""
     stop: list[str] | None = None
-    num_ctx: int | None = Field(default=None, ge=1)
+    num_ctx: int | None = Field(default=None, ge=MIN_CONTEXT_TOKENS, le=MAX_CONTEXT_TOKENS)
     """Accepted; the context size is fixed per model at load time (n_ctx in models.yaml), except in /api/create."""
 
     @field_validator("stop", mode="before")
@@ -95,6 +99,17 @@ class ToolCallFunction(_Open):
 
 class ToolCall(_Open):
     function: ToolCallFunction
+
+
+class ToolFunction(_Open):
+    name: str = Field(min_length=1, max_length=64)
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(_Open):
+    type: Literal["function"] = "function"
+    function: ToolFunction
 
 
 class Message(_Open):
@@ -137,8 +152,10 @@ class ChatRequest(_GenerateFields):
     )
     messages: list[Message] | None = None
     """The conversation; empty or missing loads the model (with keep_alive 0: unloads it)."""
-    tools: list[dict[str, Any]] | None = None
-    """Tool definitions; tool calling is not available yet, so a non-empty list is refused."""
+    tools: list[Tool] | None = None
+    """Functions the model may call (the model's template decides how it sees them; docs/tools.md)."""
+    tool_choice: str | None = None
+    """Extension (Ollama has none): "auto" (the default), "none", "required", or a tool's name to force it."""
 
 
 class GenerateRequest(_GenerateFields):
@@ -150,7 +167,7 @@ class GenerateRequest(_GenerateFields):
     suffix: str | None = None
     """Text after the insertion point: fill-in-the-middle, for models with FIM tokens."""
     system: str | None = None
-    template: str | None = None
+    template: str | None = Field(default=None, max_length=MAX_TEMPLATE_CHARS)
     """A Go template; only {{ .System }}, {{ .Prompt }}, {{ .Suffix }}, {{ .Response }} and {{ if }}/{{ else }}
     /{{ end }} on them are understood."""
     context: list[int] | None = None
@@ -208,7 +225,7 @@ class CreateRequest(_Named):
     from_: str | None = Field(default=None, alias="from")
     """The existing model it is made from (same weights)."""
     system: str | None = None
-    template: str | None = None
+    template: str | None = Field(default=None, max_length=MAX_TEMPLATE_CHARS)
     """A Jinja chat template (Go templates are not run here)."""
     parameters: dict[str, Any] | None = None
     """Sampling defaults, as in `options`."""

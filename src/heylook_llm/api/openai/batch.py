@@ -18,9 +18,10 @@ from heylook_llm.api.openai import convert
 from heylook_llm.api.openai.dialect import openai_error_payload, openai_stream_error
 from heylook_llm.api.openai.schemas import ChatCompletionRequest
 from heylook_llm.engine.batch import CONVERSATION_BOUNDARY, BatchRun, ProcessingMode
-from heylook_llm.engine.fanout import StartGeneration
+from heylook_llm.engine.fanout import Piece, StartGeneration
 from heylook_llm.engine.plan import PieceResult, PlanRun, start_plan
-from heylook_llm.types import FinishReason, GenerationRequest, GenerationStats
+from heylook_llm.errors import HeylookError
+from heylook_llm.types import FinishReason, GenerationRequest, GenerationStats, ToolCall
 
 JOINED_SEPARATOR = f"\n\n{CONVERSATION_BOUNDARY}\n\n"
 """Between the groups' answers when `return_individual` is false, so that a client can split them again."""
@@ -34,7 +35,7 @@ async def respond(
     request: Request, start: StartGeneration, body: ChatCompletionRequest, gen: GenerationRequest
 ) -> Response:
     """Answer a chat request with `n` > 1 or a batch processing mode; `gen` is the converted request."""
-    plan = await start_plan(start, gen, body.n, ProcessingMode(body.processing_mode))
+    plan = await unless_disconnected(request, start_plan(start, gen, body.n, ProcessingMode(body.processing_mode)))
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if plan.batch is not None:
         if body.stream:
@@ -49,7 +50,7 @@ async def respond(
         if result.error is not None:
             raise result.error
     reply = convert.chat_response(gen, results[0].text, results[0].finish_reason, results[0].stats or GenerationStats())
-    reply["choices"] = [_choice(i, r.text, r.finish_reason) for i, r in enumerate(results)]
+    reply["choices"] = [_choice(i, r.text, r.finish_reason, r.output.calls) for i, r in enumerate(results)]
     reply["usage"] = convert.usage([r.stats or GenerationStats() for r in results])
     return OrjsonResponse(reply)
 
@@ -72,6 +73,9 @@ async def _choice_events(plan: PlanRun, include_usage: bool) -> AsyncIterator[by
             assert piece.chunk is not None
             if piece.chunk.text:
                 yield sse_event(_chunk(gen, created, piece.index, {"content": piece.chunk.text}))
+            if piece.chunk.tool_calls:
+                delta = {"tool_calls": convert.tool_call_deltas(piece.chunk.tool_calls)}
+                yield sse_event(_chunk(gen, created, piece.index, delta))
             if piece.chunk.finish_reason is not None:
                 yield sse_event(_chunk(gen, created, piece.index, {}, piece.chunk.finish_reason))
                 stats.append(piece.chunk.stats or GenerationStats())
@@ -82,10 +86,10 @@ async def _choice_events(plan: PlanRun, include_usage: bool) -> AsyncIterator[by
         await plan.pieces.aclose()
 
 
-def _choice(index: int, text: str, reason: FinishReason | None) -> dict[str, Any]:
+def _choice(index: int, text: str, reason: FinishReason | None, calls: list[ToolCall] | None = None) -> dict[str, Any]:
     return {
         "index": index,
-        "message": {"role": "assistant", "content": text, "refusal": None},
+        "message": convert.assistant_message(text, calls or []),
         "logprobs": None,
         "finish_reason": convert.finish_reason(reason),
     }
@@ -171,6 +175,15 @@ def _batch_body(
     return body
 
 
+async def _pieces_or_refusal(plan: PlanRun) -> AsyncIterator[Piece | HeylookError]:
+    """The plan's pieces, ending with the error that refused the groups as a whole, if they were."""
+    try:
+        async for piece in plan.pieces:
+            yield piece
+    except HeylookError as exc:
+        yield exc
+
+
 async def _batch_events(plan: PlanRun, run: BatchRun, include_timing: bool) -> AsyncIterator[bytes]:
     """Chunks carry the group index as `choices[].index`. A failed group gets a choice with finish_reason "error"
     and its `error`; the last chunk (no choices) has the summed usage and `batch_info`."""
@@ -179,7 +192,12 @@ async def _batch_events(plan: PlanRun, run: BatchRun, include_timing: bool) -> A
     results = [PieceResult() for _ in run.groups]
     begun: set[int] = set()
     try:
-        async for piece in plan.pieces:
+        pieces = _pieces_or_refusal(plan)
+        async for piece in pieces:
+            if isinstance(piece, HeylookError):
+                # The groups were refused whole (the model's queue is full, the server stops): no group ran.
+                yield openai_stream_error(piece)
+                return
             results[piece.index].record(piece)
             if piece.index not in begun:
                 begun.add(piece.index)

@@ -13,34 +13,82 @@ from heylook_llm.api.openai.schemas import (
     ChatMessageIn,
     CompletionRequest,
     ImagePart,
+    NamedToolChoice,
     TextPart,
 )
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.sampling import resolve_sampling
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import InvalidRequest
-from heylook_llm.types import ChatMessage, FinishReason, GenerationRequest, GenerationStats, GrammarSpec, ImageData
+from heylook_llm.types import (
+    ChatMessage,
+    FinishReason,
+    GenerationRequest,
+    GenerationStats,
+    GrammarSpec,
+    ImageData,
+    ToolCall,
+    ToolCallDelta,
+    ToolChoice,
+    ToolSpec,
+)
 
 
 def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:24]}"
 
 
-def _message(msg: ChatMessageIn, images: Iterator[ImageData]) -> ChatMessage:
-    role = "system" if msg.role == "developer" else msg.role
+def _message(msg: ChatMessageIn, images: Iterator[ImageData], call_ids: dict[str, str]) -> ChatMessage:
+    """`call_ids` maps each earlier call's id to its function name, so that tool results can name their tool."""
+    role = {"developer": "system", "function": "tool"}.get(msg.role, msg.role)
+    content = ""
+    taken: list[ImageData] = []
     if msg.content is None or isinstance(msg.content, str):
         # An assistant turn that refused carries its words in `refusal`; they are what the model said.
         refusal = (msg.model_extra or {}).get("refusal") if role == "assistant" else None
-        return ChatMessage(role, msg.content or (refusal if isinstance(refusal, str) else ""))
-    texts = []
-    taken: list[ImageData] = []
-    for part in msg.content:
-        if isinstance(part, ImagePart):
-            # The images were prepared in the order of the parts (see image_parts.image_refs).
-            taken.append(next(images))
-        elif isinstance(part, TextPart):
-            texts.append(part.text)
-    return ChatMessage(role, "\n".join(texts), taken)
+        content = msg.content or (refusal if isinstance(refusal, str) else "")
+    else:
+        texts = []
+        for part in msg.content:
+            if isinstance(part, ImagePart):
+                # The images were prepared in the order of the parts (see image_parts.image_refs).
+                taken.append(next(images))
+            elif isinstance(part, TextPart):
+                texts.append(part.text)
+        content = "\n".join(texts)
+    calls = [ToolCall(c.id, c.function.name, c.function.arguments) for c in msg.tool_calls or []]
+    if msg.function_call is not None:
+        calls.append(ToolCall(f"call_{len(call_ids)}", msg.function_call.name, msg.function_call.arguments))
+    for call in calls:
+        call_ids[call.id] = call.name
+    message = ChatMessage(role, content, taken, name=msg.name if role != "tool" else None, tool_calls=calls)
+    if role == "tool":
+        message.tool_call_id = msg.tool_call_id
+        # Legacy `function` results carry the function's name; tool results are found by their call's id.
+        message.tool_name = msg.name or call_ids.get(msg.tool_call_id or "")
+    return message
+
+
+def _tools(body: ChatCompletionRequest) -> tuple[list[ToolSpec], ToolChoice | None]:
+    """Tools and tool choice, from `tools`/`tool_choice` or the legacy `functions`/`function_call`."""
+    if body.tools and body.functions:
+        raise InvalidRequest("send tools or the legacy functions, not both", param="functions")
+    definitions = [t.function for t in body.tools or []] or list(body.functions or [])
+    tools = [ToolSpec(d.name, d.description, d.parameters or {}, bool(d.strict)) for d in definitions]
+    names = [t.name for t in tools]
+    if len(set(names)) != len(names):
+        raise InvalidRequest("two tools have the same name", param="tools")
+    choice = body.tool_choice if body.tool_choice is not None else body.function_call
+    if choice is None:
+        return tools, None
+    if isinstance(choice, str):
+        if choice != "none" and not tools:
+            raise InvalidRequest(f"tool_choice '{choice}' needs tools", param="tool_choice")
+        return tools, ToolChoice(choice)
+    name = choice.function.name if isinstance(choice, NamedToolChoice) else choice.name
+    if name not in names:
+        raise InvalidRequest(f"tool_choice names '{name}', which is not among the tools", param="tool_choice")
+    return tools, ToolChoice("function", name)
 
 
 def chat_request(
@@ -48,7 +96,9 @@ def chat_request(
 ) -> GenerationRequest:
     """`images` are the request's image_url parts, prepared in order by the image pipeline."""
     remaining = iter(images or [])
-    messages = [_message(m, remaining) for m in body.messages]
+    call_ids: dict[str, str] = {}
+    messages = [_message(m, remaining, call_ids) for m in body.messages]
+    tools, choice = _tools(body)
     return GenerationRequest(
         model_id=entry.id,
         sampling=resolve_sampling(
@@ -59,6 +109,9 @@ def chat_request(
         origin="openai",
         response_format=body.response_format.neutral() if body.response_format else None,
         grammar=one_constraint(body),
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=body.parallel_tool_calls,
     )
 
 
@@ -99,7 +152,7 @@ def completion_requests(
 def finish_reason(reason: FinishReason | None) -> str | None:
     if reason is None:
         return None
-    return "length" if reason is FinishReason.LENGTH else "stop"
+    return {FinishReason.LENGTH: "length", FinishReason.TOOL_CALLS: "tool_calls"}.get(reason, "stop")
 
 
 def usage(stats: list[GenerationStats]) -> dict[str, Any]:
@@ -113,8 +166,39 @@ def usage(stats: list[GenerationStats]) -> dict[str, Any]:
     }
 
 
+def assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
+    """The response message: content null when the model only called tools, as OpenAI sends it."""
+    # OpenAI's ChatCompletionResponseMessage requires `refusal` (null unless the model refused).
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
+        ]
+    return message
+
+
+def tool_call_deltas(deltas: list[ToolCallDelta]) -> list[dict[str, Any]]:
+    """Streamed tool calls: `index` always; `id`, `type` and the name on a call's first piece."""
+    out = []
+    for d in deltas:
+        item: dict[str, Any] = {"index": d.index}
+        if d.id is not None:
+            item["id"] = d.id
+            item["type"] = "function"
+        function: dict[str, str] = {"arguments": d.arguments}
+        if d.name is not None:
+            function["name"] = d.name
+        item["function"] = function
+        out.append(item)
+    return out
+
+
 def chat_response(
-    request: GenerationRequest, text: str, reason: FinishReason | None, stats: GenerationStats
+    request: GenerationRequest,
+    text: str,
+    reason: FinishReason | None,
+    stats: GenerationStats,
+    calls: list[ToolCall] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": request.request_id,
@@ -124,8 +208,7 @@ def chat_response(
         "choices": [
             {
                 "index": 0,
-                # OpenAI's ChatCompletionResponseMessage requires `refusal` (null unless the model refused).
-                "message": {"role": "assistant", "content": text, "refusal": None},
+                "message": assistant_message(text, calls or []),
                 "logprobs": None,
                 "finish_reason": finish_reason(reason),
             }

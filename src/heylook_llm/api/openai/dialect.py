@@ -6,7 +6,7 @@ from typing import Any
 
 from heylook_llm.api.dialects import Dialect, dialect_route
 from heylook_llm.api.errors import status_and_code
-from heylook_llm.api.framing import sse_event
+from heylook_llm.api.framing import SSE_DONE, sse_event
 from heylook_llm.errors import HeylookError
 
 
@@ -20,8 +20,9 @@ def openai_error_payload(exc: HeylookError) -> dict[str, Any]:
 
 
 def openai_stream_error(exc: HeylookError) -> bytes:
-    """After the 200 and the first events, a failure is a last SSE event carrying the error, as OpenAI sends."""
-    return sse_event(openai_error_payload(exc))
+    """After the 200 and the first events, a failure is an SSE event carrying the error, as OpenAI sends, then the
+    stream's usual terminator `data: [DONE]`, so that a client reading to the end sees the stream closed cleanly."""
+    return sse_event(openai_error_payload(exc)) + SSE_DONE
 
 
 OPENAI = Dialect("openai", ("/v1/",), openai_error_body, openai_stream_error)

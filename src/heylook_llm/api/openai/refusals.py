@@ -19,7 +19,6 @@ from heylook_llm.api.openai.schemas import (
 )
 from heylook_llm.errors import UnsupportedParameter
 
-NO_TOOLS = "tool calling is not available yet; describe the tools in the prompt, or use response_format json_schema"
 NO_LOGPROBS = "log probabilities are not available yet"
 
 
@@ -33,10 +32,6 @@ def _beyond_text(value: Any) -> bool:
 
 
 CHAT_REFUSED = (
-    Refused("tools", NO_TOOLS),
-    Refused("tool_choice", "only 'none' (tool calling is not available yet)", is_not("none")),
-    Refused("functions", NO_TOOLS),
-    Refused("function_call", "only 'none' (function calling is not available yet)", is_not("none")),
     Refused("logprobs", NO_LOGPROBS),
     Refused("top_logprobs", NO_LOGPROBS),
     Refused("audio", "audio output is not available; the models here write text"),
@@ -58,18 +53,11 @@ CHAT_NO_EFFECT = (
     "prompt_cache_key",
     "prompt_cache_retention",
     "prompt_cache_options",
-    # Without tools there is nothing to call in parallel.
-    "parallel_tool_calls",
 )
 """Chat completion fields that change nothing on a local server: accepted, no effect."""
 
-MESSAGE_REFUSED = (
-    Refused("tool_calls", "tool calls in the history need tool calling, which is not available yet"),
-    Refused("function_call", "function calls in the history need tool calling, which is not available yet"),
-    Refused("tool_call_id", "tool results need tool calling, which is not available yet"),
-    Refused("audio", "audio in the history is not available"),
-)
-MESSAGE_KNOWN = ("role", "content", "name", "refusal")
+MESSAGE_REFUSED = (Refused("audio", "audio in the history is not available"),)
+MESSAGE_KNOWN = ("role", "content", "name", "refusal", "tool_calls", "tool_call_id", "function_call")
 
 STREAM_OPTIONS_REFUSED = (Refused("include_obfuscation", "stream obfuscation is not available"),)
 
@@ -93,13 +81,6 @@ def check_chat(body: ChatCompletionRequest) -> list[str]:
     """Refuse unimplemented fields of a chat request; return the unknown field names (vendor extensions)."""
     unknown = check_fields(field_values(body), CHAT_REFUSED, [*ChatCompletionRequest.model_fields, *CHAT_NO_EFFECT])
     for index, message in enumerate(body.messages):
-        if message.role in ("tool", "function"):
-            param = f"messages[{index}].role"
-            raise UnsupportedParameter(
-                f"'{param}' '{message.role}' is not supported by this server: tool results need tool calling, "
-                "which is not available yet",
-                param=param,
-            )
         _check_parts(index, message)
         unknown += check_fields(field_values(message), MESSAGE_REFUSED, MESSAGE_KNOWN, prefix=f"messages[{index}].")
     return unknown + _check_stream_options(body)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import struct
 import time
@@ -17,6 +16,7 @@ from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
 from heylook_llm.api.openai import batch, convert, refusals
+from heylook_llm.api.openai import completions as completions_route
 from heylook_llm.api.openai.dialect import OpenAIRoute, openai_stream_error
 from heylook_llm.api.openai.image_parts import Upload, image_refs, parse_multipart_chat
 from heylook_llm.api.openai.schemas import (
@@ -29,8 +29,8 @@ from heylook_llm.api.openai.schemas import (
 )
 from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.engine.fanout import StartGeneration
 from heylook_llm.engine.features import capability_names
+from heylook_llm.engine.output import CollectedOutput
 from heylook_llm.engine.service import ActiveGeneration, Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import Feature, FinishReason, GenerationRequest, GenerationStats
@@ -66,16 +66,22 @@ async def get_model(model_id: str, request: Request) -> ModelCard:
     return _card(engine.resolve(model_id), engine)
 
 
-async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats]:
-    parts: list[str] = []
+async def collect(active: ActiveGeneration) -> CollectedOutput:
+    """Read a generation to its end (and close it)."""
+    output = CollectedOutput()
     try:
         async for chunk in active.chunks():
-            parts.append(chunk.text)
+            output.add(chunk)
             if chunk.finish_reason is not None:
-                return "".join(parts), chunk.finish_reason, chunk.stats or GenerationStats()
+                return output
     finally:
         active.close()
     raise AssertionError("a generation ended without a finish reason")
+
+
+async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats]:
+    output = await collect(active)
+    return output.text, output.finish_reason, output.stats or GenerationStats()
 
 
 @routes.post("/v1/chat/completions", summary="Chat completion (JSON or SSE stream)")
@@ -104,12 +110,16 @@ async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upl
     gen = convert.chat_request(body, entry, engine.settings, images)
     if batch.runs_several(body):
         return await batch.respond(request, engine.starter(entry), body, gen)
-    active = await engine.generate(entry, gen)
+    # Also while it waits in the model's queue: a client that leaves then is dropped before its prompt is read.
+    active = await unless_disconnected(request, engine.generate(entry, gen))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_chat_events(gen, active, include_usage), media_type="text/event-stream")
-    text, reason, stats = await unless_disconnected(request, _collect(active))
-    return OrjsonResponse(convert.chat_response(gen, text, reason, stats))
+    output = await unless_disconnected(request, collect(active))
+    reply = convert.chat_response(
+        gen, output.text, output.finish_reason, output.stats or GenerationStats(), output.calls
+    )
+    return OrjsonResponse(reply)
 
 
 async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include_usage: bool) -> AsyncIterator[bytes]:
@@ -119,6 +129,9 @@ async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include
         async for chunk in active.chunks():
             if chunk.text:
                 yield sse_event(convert.chat_chunk(gen, created, {"content": chunk.text}))
+            if chunk.tool_calls:
+                delta = {"tool_calls": convert.tool_call_deltas(chunk.tool_calls)}
+                yield sse_event(convert.chat_chunk(gen, created, delta))
             if chunk.finish_reason is not None:
                 yield sse_event(convert.chat_chunk(gen, created, {}, chunk.finish_reason))
                 if include_usage:
@@ -138,62 +151,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     engine = engine_of(request)
     entry = engine.resolve(body.model)
     gens = convert.completion_requests(body, entry, engine.settings)
-    start = engine.starter(entry)
-    if body.stream:
-        first = await start(gens[0])
-        include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _completion_events(start, gens, first, include_usage, body.echo)
-        return StreamingResponse(events, media_type="text/event-stream")
-
-    async def run_all() -> dict[str, Any]:
-        # Every prompt is queued at once; the model's worker runs them as its slots allow.
-        async def one(gen: GenerationRequest) -> tuple[str, FinishReason | None, GenerationStats]:
-            return await _collect(await start(gen))
-
-        results = await asyncio.gather(*(one(g) for g in gens))
-        choices = [
-            convert.completion_choice(i, _echoed(gen, body.echo) + text, reason)
-            for i, (gen, (text, reason, _)) in enumerate(zip(gens, results, strict=True))
-        ]
-        return convert.completion_response(gens[0], choices, [stats for _, _, stats in results])
-
-    return OrjsonResponse(await unless_disconnected(request, run_all()))
-
-
-def _echoed(gen: GenerationRequest, echo: bool) -> str:
-    return (gen.prompt or "") if echo else ""
-
-
-async def _completion_events(
-    start: StartGeneration, gens: list[GenerationRequest], first: ActiveGeneration, include_usage: bool, echo: bool
-) -> AsyncIterator[bytes]:
-    created = int(time.time())
-    all_stats: list[GenerationStats] = []
-    active: ActiveGeneration | None = first
-    try:
-        for index, gen in enumerate(gens):
-            if active is None:
-                active = await start(gen)
-            if _echoed(gen, echo):
-                yield sse_event(
-                    convert.completion_chunk(gen, created, convert.completion_choice(index, gen.prompt or "", None))
-                )
-            async for chunk in active.chunks():
-                if chunk.text or chunk.finish_reason is not None:
-                    choice = convert.completion_choice(index, chunk.text, chunk.finish_reason)
-                    yield sse_event(convert.completion_chunk(gen, created, choice))
-                if chunk.stats is not None:
-                    all_stats.append(chunk.stats)
-            active.close()
-            active = None
-        if include_usage:
-            yield sse_event(convert.usage_chunk(gens[0], created, "text_completion", all_stats))
-        yield SSE_DONE
-    except HeylookError as exc:
-        yield openai_stream_error(exc)
-    finally:
-        if active is not None:
-            active.close()
+    return await completions_route.respond(request, engine.starter(entry), body, gens)
 
 
 def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:

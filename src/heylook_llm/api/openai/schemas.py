@@ -59,10 +59,48 @@ ContentPart = Annotated[
 ]
 
 
+class FunctionCallIn(_Open):
+    name: str
+    arguments: str = Field(default="{}", description="The arguments as a JSON text, as the model wrote them")
+
+
+class ToolCallIn(_Open):
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCallIn
+
+
 class ChatMessageIn(_Open):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    """Assistant turns: the calls the model made."""
+    tool_call_id: str | None = None
+    """Role "tool": the call this result answers."""
+    function_call: FunctionCallIn | None = None
+    """Legacy assistant turns: one function call."""
+
+
+class FunctionDefinition(_Open):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[a-zA-Z0-9_.-]+$")
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolIn(_Open):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(_Open):
+    name: str
+
+
+class NamedToolChoice(_Open):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class JsonSchemaFormat(_Open):
@@ -169,6 +207,13 @@ class ChatCompletionRequest(SamplingFields, ResizeFields):
         },
     )
     messages: list[ChatMessageIn] = Field(min_length=1)
+    tools: list[ToolIn] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    functions: list[FunctionDefinition] | None = Field(default=None, description="Legacy form of tools")
+    function_call: Literal["none", "auto"] | NamedFunction | None = Field(
+        default=None, description="Legacy form of tool_choice"
+    )
     max_completion_tokens: int | None = Field(default=None, ge=1)
     response_format: ResponseFormatIn | None = Field(
         default=None, description="json_object or json_schema constrain the output with a grammar"

@@ -23,7 +23,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 
 from heylook_llm import __version__
 from heylook_llm.api.framing import OrjsonResponse
-from heylook_llm.api.state import engine_of
+from heylook_llm.api.state import engine_of, stopping
 from heylook_llm.engine.activity import HISTORY_SIZE
 from heylook_llm.engine.service import Engine
 from heylook_llm.errors import ModelNotFound
@@ -147,6 +147,8 @@ async def dashboard_stream(
         sent = 1
         while limit is None or sent < limit:
             await engine.next_live_sample()
+            if stopping(request):
+                return  # the page reconnects to the next server
             new = engine.request_history(after=last_sequence)
             if new:
                 last_sequence = new[-1].sequence

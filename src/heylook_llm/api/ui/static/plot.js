@@ -1,6 +1,7 @@
 // Line plots on <canvas>: one line per model over the last minutes, x in seconds before now.
 
-const PALETTE = ["#2f6fde", "#d9480f", "#2b8a3e", "#ae3ec9", "#e8a100", "#0c8599", "#c2255c", "#5c7cfa"];
+// Hues far apart, readable on light and dark backgrounds; a tenth model shares the first one's colour.
+const PALETTE = ["#2f6fde", "#d9480f", "#2b8a3e", "#ae3ec9", "#e8a100", "#0c8599", "#c2255c", "#8b5a2b", "#74b816"];
 
 export function colorFor(index) {
   return index < 0 ? "#868e96" : PALETTE[index % PALETTE.length];

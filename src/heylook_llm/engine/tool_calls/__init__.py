@@ -1,0 +1,1 @@
+"""Tool calling: native call formats (detection, grammar, streaming parser) and the engine stage that uses them."""
