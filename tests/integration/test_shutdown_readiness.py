@@ -20,7 +20,7 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.integration
 
 # A context far past the demo model's 2,048 tokens makes each token slow enough (about 1 ms) for a 20,000-token
-# answer to outlast the shutdown timeout.
+# answer to outlast the shutdown timeout; greedy decoding after "hello" never picks the end-of-sequence token.
 LONG = 20_000
 
 
@@ -53,7 +53,6 @@ def _read_ndjson(url: str, body: dict[str, Any], out: list[str], started: thread
 
 def test_sigterm_ends_streams_with_the_dialects_error_event(demo_dir: Path, tmp_path: Path) -> None:
     server = start_server(tmp_path, _slow_config(demo_dir, tmp_path), "--shutdown-timeout", "1")
-    messages = [{"role": "user", "content": "hi"}]
     openai: list[str] = []
     ollama: list[str] = []
     short: list[str] = []
@@ -61,14 +60,14 @@ def test_sigterm_ends_streams_with_the_dialects_error_event(demo_dir: Path, tmp_
     for target, url, body, out in [
         (
             _read_sse,
-            f"{server.base_url}/v1/chat/completions",
-            {"model": "slow", "messages": messages, "max_tokens": LONG, "temperature": 0, "stream": True},
+            f"{server.base_url}/v1/completions",
+            {"model": "slow", "prompt": "hello", "max_tokens": LONG, "temperature": 0, "stream": True},
             openai,
         ),
         (
             _read_ndjson,
-            f"{server.base_url}/api/chat",
-            {"model": "slow", "messages": messages, "options": {"num_predict": LONG, "temperature": 0}},
+            f"{server.base_url}/api/generate",
+            {"model": "slow", "prompt": "hello", "raw": True, "options": {"num_predict": LONG, "temperature": 0}},
             ollama,
         ),
     ]:
@@ -79,9 +78,9 @@ def test_sigterm_ends_streams_with_the_dialects_error_event(demo_dir: Path, tmp_
         readers.append(thread)
     # A short answer started just before the signal finishes within the timeout.
     started = threading.Event()
-    short_body = {"model": "slow", "messages": messages, "max_tokens": 50, "temperature": 0, "stream": True}
+    short_body = {"model": "slow", "prompt": "hello", "max_tokens": 300, "temperature": 0, "stream": True}
     short_reader = threading.Thread(
-        target=_read_sse, args=(f"{server.base_url}/v1/chat/completions", short_body, short, started), daemon=True
+        target=_read_sse, args=(f"{server.base_url}/v1/completions", short_body, short, started), daemon=True
     )
     short_reader.start()
     assert started.wait(30)

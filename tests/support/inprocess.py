@@ -10,6 +10,9 @@ from heylook_llm.config.registry import parse_registry
 from heylook_llm.config.settings import ApiMode, ServerSettings
 from tests.support.fake_backend import FakeWorld
 
+LOCAL_BASE_URL = "http://127.0.0.1"
+"""Base URL for a TestClient of the app: the security layer refuses TestClient's default host "testserver"."""
+
 
 def fake_client(
     world: FakeWorld | None = None, api: ApiMode = ApiMode.BOTH, ids: tuple[str, ...] = ("m",)
@@ -20,4 +23,6 @@ def fake_client(
         {"models": [{"id": i, "provider": "llama_cpp", "config": {"model_path": f"{i}.gguf"}} for i in ids]}, None
     )
     world = world or FakeWorld(load_seconds=0.0)
-    return TestClient(create_app(ServerSettings(api=api), registry, backend_factory=world.factory))
+    # The app answers only loopback host names by default (api/security): TestClient's own is "testserver".
+    app = create_app(ServerSettings(api=api), registry, backend_factory=world.factory)
+    return TestClient(app, base_url=LOCAL_BASE_URL)

@@ -17,6 +17,7 @@ from heylook_llm.config.registry import ModelEntry, parse_registry
 from heylook_llm.config.settings import ApiMode, ServerSettings
 from heylook_llm.errors import GenerationFailed
 from heylook_llm.types import Feature, GenerationChunk, GenerationRequest
+from tests.support.inprocess import LOCAL_BASE_URL
 
 pytestmark = pytest.mark.unit
 
@@ -43,7 +44,8 @@ def _client() -> TestClient:
     def factory(entry: ModelEntry, settings: ServerSettings) -> Backend:
         return BreaksAfterTwoTokens(entry, settings)
 
-    return TestClient(create_app(ServerSettings(api=ApiMode.OLLAMA), registry, backend_factory=factory))
+    app = create_app(ServerSettings(api=ApiMode.OLLAMA), registry, backend_factory=factory)
+    return TestClient(app, base_url=LOCAL_BASE_URL)
 
 
 def test_a_failure_mid_stream_is_a_last_error_line() -> None:

@@ -168,20 +168,19 @@ class HarmonyFormat(ToolFormat):
         named = " | ".join(
             f'{json.dumps(tool.name)} " " {constrain} "json" {message} args_{i}' for i, tool in enumerate(tools)
         )
-        # Message text cannot contain a marker; where markers are special tokens, text cannot spell them anyway.
-        text = (
-            "/(?s:.+)/"
-            if is_special(END)
-            else r"/(?s:.+)/ & ~/(?s:.*<\|(start|end|message|channel|constrain|return|call)\|>.*)/"
-        )
+        if is_special(END):  # gpt-oss: text cannot spell a special token, so a message's text ends at the marker
+            thought, body, text = f"TEXT {end}", f"TEXT {return_}?", "/(?s:.+)/"
+        else:  # markers as text: the lexer is greedy, so the thought is one terminal up to the first <|end|>
+            thought, body, text = "THOUGHT", "TEXT", r"/(?s:.+)/ & ~/(?s:.*<\|[a-z]+\|>.*)/"
         return "\n".join(
             [
                 f'calls: call ({start} "assistant" call)*' if parallel else "calls: call",
                 f'call: {channel} "commentary to=functions." ({named}) {call}',
                 *(f"args_{i}: {json_lark(arguments_schema(tool))}" for i, tool in enumerate(tools)),
-                f'analysis: {channel} "analysis" {message} TEXT {end} {start} "assistant"',
-                f'final: {channel} "final" {message} TEXT {return_}?',
+                f'analysis: {channel} "analysis" {message} {thought} {start} "assistant"',
+                f'final: {channel} "final" {message} {body}',
                 f"TEXT: {text}",
+                r"THOUGHT: /(?s:.*<\|end\|>)/ & ~/(?s:.*<\|end\|>.+)/",
             ]
         )
 
