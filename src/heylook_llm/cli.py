@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from heylook_llm import __version__
+from heylook_llm.cli_security import access_settings, add_security_arguments, image_settings, request_limits
 from heylook_llm.config.durations import keep_alive_seconds
 from heylook_llm.config.registry import Registry, RegistryError, load_registry
 from heylook_llm.config.settings import (
@@ -103,6 +104,7 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log level (default: INFO)",
     )
+    add_security_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +191,11 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    try:
+        access = access_settings(args)
+    except ValueError as exc:
+        print(f"heylookllm: {exc}", file=sys.stderr)
+        return 2
     api = ApiMode(args.api)
     port = default_port(api, args.port)
     settings = ServerSettings(
@@ -201,6 +208,9 @@ def _serve(args: argparse.Namespace) -> int:
         keep_alive_seconds=args.keep_alive,
         stream_interval_seconds=args.stream_interval_ms / 1000,
         shutdown_timeout_seconds=args.shutdown_timeout,
+        access=access,
+        limits=request_limits(args),
+        images=image_settings(args),
     )
     from heylook_llm.api.app import create_app
     from heylook_llm.api.serving import serve

@@ -178,6 +178,15 @@ class ReasoningControl:
     """A level such as "low", "medium" or "high", for templates that take one."""
     max_tokens: int | None = None
     """A reasoning budget: when spent, the reasoning is closed and the model answers."""
+    start_marker: str = ""
+    """Set by the engine for models with a reasoning format: the text that opens the reasoning section
+    (`<think>`); the backend follows the output with it to count reasoning tokens and to know when the answer
+    starts. Empty: the model has no reasoning format."""
+    end_marker: str = ""
+    """The text that ends the reasoning section (`</think>`)."""
+    close_text: str = ""
+    """What the backend writes when the budget is spent: the end marker, and for formats whose answer has a
+    header of its own (Harmony's final channel) that header too."""
 
 
 @dataclass(slots=True)
@@ -209,6 +218,9 @@ class GenerationRequest:
     top_logprobs: int = 0
     """With `logprobs`: also the N most likely alternatives at each position."""
     reasoning: ReasoningControl | None = None
+    template_variables: dict[str, Any] = field(default_factory=dict)
+    """Extra variables for the chat template, set by the engine (Qwen3's `enable_thinking`, gpt-oss's
+    `reasoning_effort`)."""
 
 
 @dataclass(slots=True)
@@ -229,16 +241,20 @@ class TopLogprob:
     token_id: int
     text: str
     logprob: float
+    piece: bytes = b""
+    """The token's bytes (a token may hold part of a UTF-8 character; `text` then shows its bytes escaped)."""
 
 
 @dataclass(slots=True, frozen=True)
 class TokenLogprob:
-    """The log probability of one output token, and the most likely alternatives at its position."""
+    """The log probability of one output token, and the most likely alternatives at its position (docs/logprobs.md
+    says which distribution the values describe)."""
 
     token_id: int
     text: str
     logprob: float
     top: tuple[TopLogprob, ...] = ()
+    piece: bytes = b""
 
 
 @dataclass(slots=True)
@@ -271,9 +287,13 @@ class GenerationChunk:
     """With a request's `logprobs`: one entry per token of this chunk."""
     reasoning: str = ""
     tool_calls: list[ToolCallDelta] = field(default_factory=list)
+    reasoning_open: bool = False
+    """On a generation's first chunk: the prompt ends inside the reasoning section (the chat template opened it),
+    so the output starts as reasoning."""
 
     def absorb(self, later: GenerationChunk) -> None:
         """Append a later chunk of the same stream to this one, keeping everything both carry."""
+        self.reasoning_open = self.reasoning_open or later.reasoning_open
         self.text += later.text
         self.reasoning += later.reasoning
         self.token_count += later.token_count

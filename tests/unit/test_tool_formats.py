@@ -14,10 +14,11 @@ import pytest
 from llguidance import LLMatcher, LLTokenizer
 
 from heylook_llm.backends.constrained import TokenMask
+from heylook_llm.config.chat_formats import TOOL_FORMATS
 from heylook_llm.demo import train_tokenizer
 from heylook_llm.demo.tokenizer import CHATML_TEMPLATE
 from heylook_llm.engine.tool_calls import deepseek, harmony, hermes, llama3, mistral
-from heylook_llm.engine.tool_calls.base import Parsed, ParsedCall
+from heylook_llm.engine.tool_calls.base import Parsed, ParsedCall, SpecialTokens
 from heylook_llm.engine.tool_calls.formats import DETECTION_ORDER, FORMATS, detect_format
 from heylook_llm.types import ToolSpec
 
@@ -50,7 +51,7 @@ SEARCH = ToolSpec(
         "additionalProperties": False,
     },
 )
-TOOLS = {"one": [WEATHER], "two": [WEATHER, SEARCH]}
+TOOLS = {"one": [WEATHER], "two": [WEATHER, SEARCH], "no parameters": [ToolSpec("get_location", "Where the user is")]}
 SPECIAL = (
     hermes.OPEN,
     hermes.CLOSE,
@@ -68,7 +69,6 @@ SPECIAL = (
 """Every format's markers, as the special tokens of the second test vocabulary."""
 
 PARIS = ParsedCall("get_weather", '{"city": "Paris"}')
-ROME = ParsedCall("get_weather", '{"city": "Rome", "unit": "celsius"}')
 NEWS = ParsedCall("search_web", '{"query": "news"}')
 
 
@@ -91,7 +91,9 @@ def vocabs() -> dict[str, Vocab]:
         data["model"]["vocab"][marker] = base + offset
     return {
         "plain": Vocab(trained.tokenizer_json, base, lambda marker: False),
-        "special": Vocab(json.dumps(data), base + len(SPECIAL), lambda marker: marker in SPECIAL),
+        "special": Vocab(
+            json.dumps(data), base + len(SPECIAL), SpecialTokens({m: base + i for i, m in enumerate(SPECIAL)})
+        ),
     }
 
 
@@ -240,6 +242,7 @@ CASES: dict[str, list[tuple[str, Parsed]]] = {
         ("<|channel|>final<|message|>It is sunny in Paris.<|return|>", Parsed("It is sunny in Paris.")),
         (f"{H_THINK}<|channel|>final<|message|>It is sunny.", Parsed("It is sunny.")),
         ("It is sunny in Paris.", Parsed("It is sunny in Paris.")),
+        ("today it is sunny", Parsed("today it is sunny")),
         (f"{H_THINK}{H_PARIS}<|call|>", Parsed("", [PARIS])),
         (H_PARIS, Parsed("", [PARIS])),
         (
@@ -272,9 +275,7 @@ def _parse(name: str, chunks: Sequence[str]) -> Parsed:
     return out
 
 
-KNOWN = {
-    ("hermes", 2): "hermes drops the newline after </tool_call> only when it arrives in the same chunk as the call",
-}
+KNOWN: dict[tuple[str, int], str] = {}
 
 
 @pytest.mark.parametrize(
@@ -328,15 +329,11 @@ ACCEPTED = {
     f"{deepseek.CALL_END}{deepseek.END}",
     "harmony": f"{H_THINK}{H_PARIS}<|call|>",
 }
-KEY_ORDER = pytest.mark.xfail(
-    strict=True,
-    reason='base.json_lark sorts schema keys and llguidance keeps that order: "arguments" must precede "name"',
-)
 
 
 @pytest.mark.parametrize(
     "name",
-    [pytest.param(n, marks=KEY_ORDER) if n in {"hermes", "generic", "mistral"} else n for n in sorted(FORMATS)],
+    sorted(FORMATS),
 )
 def test_a_recorded_call_is_what_the_required_grammar_allows(name: str, vocabs: dict[str, Vocab]) -> None:
     vocab = vocabs["plain"]
@@ -351,18 +348,25 @@ GREEDY_TEXT = pytest.mark.xfail(
     reason="TEXT from base.text_without is one greedy lexeme: once it has read a textual marker's first "
     "characters it cannot end before the marker, so `TEXT? calls?` never reaches the call",
 )
-NO_NAME = pytest.mark.xfail(
+ESCAPED = pytest.mark.xfail(
     strict=True,
-    reason="llguidance names special tokens only as <...> or by id, and IsSpecial gives no id: [TOOL_CALLS] is "
-    "written as text, which a vocabulary with it as a special token cannot produce",
+    reason="base.text_without escapes a non-ASCII marker as JSON \\uXXXX text, so TEXT may contain DeepSeek's markers "
+    "and swallow a call (once fixed, the greedy-TEXT failure above applies)",
 )
+TEXT_THEN_CALL_XFAIL = {
+    ("hermes", "plain"): GREEDY_TEXT,
+    ("deepseek", "plain"): ESCAPED,
+    ("deepseek_v3_1", "plain"): ESCAPED,
+    ("mistral", "plain"): GREEDY_TEXT,
+    ("mistral_args", "plain"): GREEDY_TEXT,
+}
 
 
 @pytest.mark.parametrize(
     ("name", "vocab_name"),
     [
-        pytest.param(name, vocab_name, marks=[GREEDY_TEXT if vocab_name == "plain" else NO_NAME])
-        if vocab_name == "plain" or name.startswith("mistral")
+        pytest.param(name, vocab_name, marks=[TEXT_THEN_CALL_XFAIL[name, vocab_name]])
+        if (name, vocab_name) in TEXT_THEN_CALL_XFAIL
         else (name, vocab_name)
         for name in ("hermes", "deepseek", "deepseek_v3_1", "mistral", "mistral_args")
         for vocab_name in ("plain", "special")
@@ -370,11 +374,16 @@ NO_NAME = pytest.mark.xfail(
 )
 def test_auto_grammars_allow_text_then_a_call(name: str, vocab_name: str, vocabs: dict[str, Vocab]) -> None:
     vocab = vocabs[vocab_name]
-    grammar = FORMATS[name].grammar([WEATHER, SEARCH], "auto", parallel=False, is_special=vocab.is_special)
-    matcher = LLMatcher(vocab.tokenizer, LLMatcher.grammar_from_lark(grammar), log_level=0)
-    text = "Let me check.\n" + ACCEPTED[name].replace('"name": "get_weather", "arguments"', '"arguments"')
-    assert matcher.consume_tokens(vocab.tokenizer.tokenize_str(text)), matcher.get_error()
+    grammar = LLMatcher.grammar_from_lark(
+        FORMATS[name].grammar([WEATHER, SEARCH], "auto", parallel=False, is_special=vocab.is_special)
+    )
+    matcher = LLMatcher(vocab.tokenizer, grammar, log_level=0)
+    assert matcher.consume_tokens(vocab.tokenizer.tokenize_str("Let me check.\n" + ACCEPTED[name])), matcher.get_error()
     assert matcher.is_accepting()
+    # ... and the call after the text is held to the tools (the text cannot swallow it).
+    bogus = LLMatcher(vocab.tokenizer, grammar, log_level=0)
+    tokens = vocab.tokenizer.tokenize_str("Let me check.\n" + ACCEPTED[name].replace("get_weather", "rm_everything"))
+    assert not (bogus.consume_tokens(tokens) and bogus.is_accepting())
 
 
 def _walk(mask: TokenMask, vocab: Vocab, seed: int, limit: int = 500) -> str:
@@ -396,28 +405,10 @@ def _walk(mask: TokenMask, vocab: Vocab, seed: int, limit: int = 500) -> str:
     return vocab.tokenizer.decode_str(out)
 
 
-WHITESPACE = pytest.mark.xfail(
-    strict=True,
-    reason='the generic parser wants `{"tool_calls"` exactly; its grammar allows whitespace after the brace',
-)
-
-
 @pytest.mark.parametrize("parallel", [False, True], ids=["single", "parallel"])
 @pytest.mark.parametrize(
     ("name", "vocab_name"),
-    [
-        pytest.param(
-            name,
-            vocab_name,
-            marks=[WHITESPACE]
-            if name == "generic"
-            else [NO_NAME]
-            if name.startswith("mistral") and vocab_name == "special"
-            else [],
-        )
-        for name in sorted(FORMATS)
-        for vocab_name in ("plain", "special")
-    ],
+    [pytest.param(name, vocab_name) for name in sorted(FORMATS) for vocab_name in ("plain", "special")],
 )
 def test_random_walks_through_required_grammars_parse_to_valid_calls(
     name: str, vocab_name: str, parallel: bool, vocabs: dict[str, Vocab]
@@ -426,10 +417,10 @@ def test_random_walks_through_required_grammars_parse_to_valid_calls(
     grammar = FORMATS[name].grammar(list(tools.values()), "required", parallel=parallel, is_special=vocab.is_special)
     compiled = LLMatcher.grammar_from_lark(grammar)
     finished = 0
-    for seed in range(16):
+    for seed in range(32 if name == "harmony" else 16):  # harmony's walks that start thinking rarely end
         text = _walk(TokenMask(LLMatcher(vocab.tokenizer, compiled, log_level=0), vocab.size), vocab, seed)
         if not text:
-            continue  # cut by the walk's limit (harmony's thinking is free text)
+            continue
         finished += 1
         parsed = _parse(name, [text])
         assert parsed.content.strip() == "", text
@@ -438,3 +429,7 @@ def test_random_walks_through_required_grammars_parse_to_valid_calls(
             assert call.name in tools, text
             jsonschema.validate(json.loads(call.arguments), tools[call.name].parameters)
     assert finished >= 6
+
+
+def test_models_yaml_names_every_format_and_only_those() -> None:
+    assert set(TOOL_FORMATS) == set(FORMATS)

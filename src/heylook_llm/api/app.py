@@ -19,6 +19,7 @@ from heylook_llm.api.ollama.dialect import OLLAMA
 from heylook_llm.api.ollama.routes import routes as ollama_routes
 from heylook_llm.api.openai.dialect import OPENAI
 from heylook_llm.api.openai.routes import routes as openai_routes
+from heylook_llm.api.openapi import install_openapi
 from heylook_llm.api.security import install_security
 from heylook_llm.api.server_routes import routes as server_routes
 from heylook_llm.api.ui import routes as ui
@@ -73,4 +74,5 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
         app.include_router(ollama_routes)
         app.add_middleware(JsonBodyForOllama)
     install_security(app, settings, app.state.dialects)
+    install_openapi(app)
     return app

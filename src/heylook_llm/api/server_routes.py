@@ -61,7 +61,11 @@ async def performance(request: Request) -> Response:
     return OrjsonResponse(performance_report(metrics_of(request)))
 
 
-@routes.get("/metrics", summary="The same figures in Prometheus text format")
+@routes.get(
+    "/metrics",
+    summary="The same figures in Prometheus text format",
+    responses={200: {"description": "Prometheus text exposition format", "content": {CONTENT_TYPE_LATEST: {}}}},
+)
 async def metrics(request: Request) -> Response:
     return Response(metrics_of(request).prometheus_text(), media_type=CONTENT_TYPE_LATEST)
 

@@ -27,9 +27,9 @@ class ModelFacts:
     """Bytes of the weights held in GPU (or Apple unified) memory; 0 when the model runs on the CPU."""
     metadata: dict[str, str] = field(default_factory=dict)
     chat_template: str | None = None
-    special_tokens: frozenset[str] = frozenset()
-    """Texts of the vocabulary's control tokens (such as "<tool_call>" in Qwen's), which grammars must write as
-    those tokens rather than spell out."""
+    special_tokens: dict[str, int] = field(default_factory=dict)
+    """Ids of the vocabulary's control tokens by text (such as "<tool_call>" in Qwen's), which grammars must write
+    as those tokens rather than spell out."""
 
 
 class Backend(abc.ABC):

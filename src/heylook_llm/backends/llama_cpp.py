@@ -20,6 +20,7 @@ from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.constrained import GrammarCache, TokenMask, grammar_text
 from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence, native_errors, native_reason
+from heylook_llm.backends.reasoning_gate import ReasoningGate, prompt_opens_reasoning
 from heylook_llm.backends.tokens import PromptLimit, checked_context
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
@@ -32,6 +33,7 @@ from heylook_llm.types import (
     Feature,
     GenerationChunk,
     GenerationRequest,
+    ReasoningControl,
     ToolSpec,
 )
 
@@ -68,7 +70,15 @@ class LlamaCppBackend(Backend):
         self.facts.accelerator_bytes = _offloaded_bytes(self.facts.size_bytes, cfg.n_gpu_layers, self.facts.metadata)
 
     def _generation_features(self) -> frozenset[Feature]:
-        found = {Feature.CHAT, Feature.COMPLETION, Feature.RESPONSE_FORMAT, Feature.CONTEXT_TOKENS, Feature.TOOLS}
+        found = {
+            Feature.CHAT,
+            Feature.COMPLETION,
+            Feature.RESPONSE_FORMAT,
+            Feature.CONTEXT_TOKENS,
+            Feature.TOOLS,
+            Feature.LOGPROBS,
+            Feature.REASONING,
+        }
         if self._engine is not None and self._engine.vision is not None:
             found.add(Feature.IMAGES)
         if self._fim_tokens is not None:
@@ -181,13 +191,17 @@ class LlamaCppBackend(Backend):
             raise InvalidRequest("suffix works with a prompt, not with chat messages", param="suffix")
 
     def _render_chat(
-        self, messages: list[ChatMessage], may_add_bos: bool, tools: list[ToolSpec] | None = None
+        self,
+        messages: list[ChatMessage],
+        may_add_bos: bool,
+        tools: list[ToolSpec] | None = None,
+        variables: dict[str, Any] | None = None,
     ) -> tuple[str, bool]:
         """The chat template's text, and whether the tokenizer should still add the BOS token."""
         engine = self._require_engine()
         assert self._template is not None
         limit = self._prompt_limit()
-        text = self._template.render(messages, tools or (), limit=limit)
+        text = self._template.render(messages, tools or (), limit=limit, **(variables or {}))
         limit.check(text)
         bos = engine.token_text(engine.bos_id)
         # Templates that write the BOS token themselves must not get a second one from the tokenizer.
@@ -197,24 +211,27 @@ class LlamaCppBackend(Backend):
         """The most prompt text the context window could hold, checked before tokenizing (backends/tokens.py)."""
         return PromptLimit(self.config.n_ctx, self.settings.limits.prompt_bytes_per_token)
 
-    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], str]:
+        """The prompt's tokens, and its text (after the template) to see whether it opens the reasoning."""
         engine = self._require_engine()
         context = checked_context(request.context_tokens, engine.n_vocab)
         # Continuing from earlier tokens: the BOS token is already at their start.
         may_add_bos = engine.add_bos and not context
         if request.messages is not None:
-            text, add_bos = self._render_chat(request.messages, may_add_bos, request.tools)
+            text, add_bos = self._render_chat(request.messages, may_add_bos, request.tools, request.template_variables)
             tokens = engine.tokenize(text, add_bos=add_bos, special=True)
         else:
-            self._prompt_limit().check(request.prompt or "", request.suffix or "")
+            text = request.prompt or ""
+            self._prompt_limit().check(text, request.suffix or "")
             # Raw prompts may spell control tokens ("<|im_start|>"), as llama.cpp's own server allows.
-            tokens = engine.tokenize(request.prompt or "", add_bos=may_add_bos, special=True)
+            tokens = engine.tokenize(text, add_bos=may_add_bos, special=True)
             if request.suffix is not None:
                 tokens = self._fill_in_middle(tokens, request.suffix, may_add_bos)
+                text = ""
         tokens = context + tokens
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="prompt")
-        return tokens
+        return tokens, text
 
     def _fill_in_middle(self, prefix: list[int], suffix: str, add_bos: bool) -> list[int]:
         """Prefix-suffix-middle order: [BOS] <PRE> prefix <SUF> suffix <MID>; the model writes the middle."""
@@ -239,27 +256,53 @@ class LlamaCppBackend(Backend):
             dataclasses.replace(m, content="".join(f"{vision.marker}\n" for _ in m.images) + m.content, images=[])
             for m in request.messages
         ]
-        text, add_bos = self._render_chat(marked, engine.add_bos and not context, request.tools)
+        text, add_bos = self._render_chat(
+            marked, engine.add_bos and not context, request.tools, request.template_variables
+        )
         media = vision.tokenize(text, [image for m in request.messages for image in m.images], add_special=add_bos)
         media.prepend(context)
         return media
 
     def open_sequence(self, request: GenerationRequest) -> Sequence:
         engine = self._require_engine()
+        logprobs = request.top_logprobs if request.logprobs else None
         if not _has_images(request):
-            tokens = self._prompt_tokens(request)
+            tokens, text = self._prompt_tokens(request)
             if len(tokens) >= self.config.n_ctx:
                 raise ContextLengthExceeded(len(tokens), self.config.n_ctx)
-            return engine.open(tokens, request.sampling, self._token_mask(request), request.return_tokens)
+            mask = self._token_mask(request)
+            opened = prompt_opens_reasoning(text, request.reasoning)
+            gate = self._reasoning_gate(request.reasoning, mask is not None, opened)
+            return engine.open(
+                tokens,
+                request.sampling,
+                mask,
+                request.return_tokens,
+                logprobs=logprobs,
+                gate=gate,
+                reasoning_open=opened,
+            )
         media = self._media_prompt(request)
         try:
             if media.token_count >= self.config.n_ctx:
                 raise ContextLengthExceeded(media.token_count, self.config.n_ctx)
             mask = self._token_mask(request)
-            return engine.open(media.positions, request.sampling, mask, request.return_tokens, media)
+            return engine.open(media.positions, request.sampling, mask, request.return_tokens, media, logprobs=logprobs)
         except BaseException:
             media.release()
             raise
+
+    def _reasoning_gate(
+        self, control: ReasoningControl | None, constrained: bool, opened: bool
+    ) -> ReasoningGate | None:
+        """A gate when the request has a reasoning budget, or a constraint that must wait for the answer."""
+        if control is None or not control.start_marker:
+            return None
+        if control.max_tokens is None and not (constrained and opened):
+            return None
+        engine = self._require_engine()
+        close = engine.tokenize(control.close_text, add_bos=False, special=True)
+        return ReasoningGate(control, close, opened=opened)
 
     def _token_mask(self, request: GenerationRequest) -> TokenMask | None:
         """The request's output constraint as a token mask (None: unconstrained). The grammar tokenizer is made

@@ -31,6 +31,8 @@ import numpy as np
 from heylook_llm.backends.constrained import TokenMask
 from heylook_llm.backends.llama_sampling import build_sampler_chain
 from heylook_llm.backends.llama_slots import Slot, SlotTable
+from heylook_llm.backends.logprobs import describe, log_softmax
+from heylook_llm.backends.reasoning_gate import ReasoningGate
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats, SamplingParams
@@ -170,6 +172,12 @@ class Sequence:
     """Prompt size reported to clients: len(prompt), or text plus image embedding tokens."""
     mask: TokenMask | None = None
     """The output constraint (JSON schema, grammar, regex), applied to the logits before the sampler chain."""
+    logprobs: int | None = None
+    """Report each token's log probability with this many alternatives; None: not asked (logits are not read)."""
+    gate: ReasoningGate | None = None
+    """The reasoning section (budget, constraint deferred until the answer); None when the request needs neither."""
+    reasoning_open: bool = False
+    """The prompt ends inside the reasoning section: said on the first chunk."""
 
 
 class LlamaEngine:
@@ -182,6 +190,7 @@ class LlamaEngine:
         self._batch_capacity = 0
         self._slots: SlotTable | None = None
         self._pieces: dict[int, bytes] = {}
+        self._special_pieces: dict[int, bytes] = {}
         self.eog_ids: frozenset[int] = frozenset()
         self.n_vocab = 0
         self.add_bos = False
@@ -256,6 +265,7 @@ class LlamaEngine:
             self._model = None
         self._slots = None
         self._pieces.clear()
+        self._special_pieces.clear()
 
     # --- model facts --------------------------------------------------------------------------
     def metadata(self) -> dict[str, str]:
@@ -271,10 +281,10 @@ class LlamaEngine:
                 out[key] = buf.value.decode("utf-8", "replace")
         return out
 
-    def special_tokens(self) -> frozenset[str]:
+    def special_tokens(self) -> dict[str, int]:
         """Texts of control tokens and of user-defined tokens written like them (`<...>`, `[...]`), as llguidance
         treats them."""
-        found: set[str] = set()
+        found: dict[str, int] = {}
         control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
         user = llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
         for token in range(self.n_vocab):
@@ -282,8 +292,8 @@ class LlamaEngine:
             if attr & (control | user):
                 text = self.token_text(token)
                 if attr & control or (text.startswith("<") and text.endswith(">")):
-                    found.add(text)
-        return frozenset(found)
+                    found[text] = token
+        return found
 
     def token_text(self, token: int) -> str:
         if token < 0:
@@ -323,16 +333,28 @@ class LlamaEngine:
         return list(buf[:n])
 
     def piece(self, token: int) -> bytes:
+        """The token's bytes in output text (control tokens are empty, as llama.cpp renders them)."""
         cached = self._pieces.get(token)
         if cached is None:
-            buf = ctypes.create_string_buffer(64)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-            if n < 0:
-                buf = ctypes.create_string_buffer(-n)
-                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
-            cached = buf.raw[:n]
+            cached = self._token_to_piece(token, special=False)
             self._pieces[token] = cached
         return cached
+
+    def special_piece(self, token: int) -> bytes:
+        """The token's bytes with control tokens as their text (`<|im_end|>`): for markers and logprobs."""
+        cached = self._special_pieces.get(token)
+        if cached is None:
+            cached = self._token_to_piece(token, special=True)
+            self._special_pieces[token] = cached
+        return cached
+
+    def _token_to_piece(self, token: int, *, special: bool) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
+        return buf.raw[:n]
 
     def _flash_attn_default(self, opts: EngineOptions) -> bool | None:
         offloaded = opts.n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())
@@ -358,10 +380,15 @@ class LlamaEngine:
         mask: TokenMask | None,
         return_tokens: bool,
         media: MediaPrompt | None = None,
+        *,
+        logprobs: int | None = None,
+        gate: ReasoningGate | None = None,
+        reasoning_open: bool = False,
     ) -> Sequence:
         """Claim the free slot sharing the longest cached prefix with `prompt` and prepare its sampler.
 
         With `media`, `prompt` is `media.positions`; the sequence owns `media` once open returns (`close` frees it).
+        `logprobs`: report log probabilities with that many alternatives (None: not asked).
         """
         if media is not None and prompt and prompt[-1] < 0:
             # The first sample needs logits of a text token; chat templates always end with text.
@@ -392,6 +419,9 @@ class LlamaEngine:
             media=media,
             prompt_tokens=prompt_tokens,
             mask=mask,
+            logprobs=logprobs,
+            gate=gate,
+            reasoning_open=reasoning_open,
         )
 
     def close(self, seq: Sequence) -> None:
@@ -480,26 +510,50 @@ class LlamaEngine:
             return exc
 
     def _sample(self, seq: Sequence) -> GenerationChunk:
-        if seq.mask is not None:
-            logits = llama_cpp.llama_get_logits_ith(self._ctx, seq.logits_index)
-            seq.mask.apply(np.ctypeslib.as_array(logits, shape=(self.n_vocab,)))
+        gate = seq.gate
+        forced = gate.forced_token() if gate is not None else None
+        constrained = seq.mask is not None and not (gate is not None and gate.defers_constraint)
+        raw: np.ndarray[Any, np.dtype[np.float64]] | None = None
+        # The logits are read back only when something needs them: the default path stays in C.
+        if constrained or forced is not None or seq.logprobs is not None:
+            pointer = llama_cpp.llama_get_logits_ith(self._ctx, seq.logits_index)
+            logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+            if seq.logprobs is not None:
+                raw = log_softmax(logits)  # before any mask: the model's own distribution (backends/logprobs.py)
+            if constrained:
+                assert seq.mask is not None
+                seq.mask.apply(logits)
+            if forced is not None and np.isfinite(logits[forced]):
+                # Closing the reasoning: the forced token is the only one the sampler chain can pick.
+                logits[:] = -np.inf
+                logits[forced] = 0.0
         token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.logits_index))
         if not seq.output and seq.first_token_at == 0.0:
             seq.first_token_at = time.perf_counter()
         if token in self.eog_ids:
             return self._finish(seq, FinishReason.STOP, "")
-        if seq.mask is not None:
+        if constrained:
+            assert seq.mask is not None
             seq.mask.accept(token)
+        if gate is not None:
+            gate.accept(token, self.special_piece(token))
         seq.output.append(token)
         seq.next_token = token
         text = seq.stops.feed(seq.assembler.feed(self.piece(token)))
-        if seq.stops.stopped or (seq.mask is not None and seq.mask.finished):
+        if seq.stops.stopped or (constrained and seq.mask is not None and seq.mask.finished):
             # A complete grammar allows only the end: finish now rather than spend a step on sampling it.
-            return self._finish(seq, FinishReason.STOP, text)
-        if len(seq.output) >= seq.budget:
+            chunk = self._finish(seq, FinishReason.STOP, text)
+        elif len(seq.output) >= seq.budget:
             tail = seq.stops.feed(seq.assembler.flush()) + seq.stops.flush()
-            return self._finish(seq, FinishReason.STOP if seq.stops.stopped else FinishReason.LENGTH, text + tail)
-        return GenerationChunk(text, token_count=1)
+            chunk = self._finish(seq, FinishReason.STOP if seq.stops.stopped else FinishReason.LENGTH, text + tail)
+        else:
+            chunk = GenerationChunk(text, token_count=1)
+        chunk.token_ids.append(token)
+        if raw is not None and seq.logprobs is not None:
+            chunk.logprobs.append(describe(raw, token, seq.logprobs, self.special_piece))
+        if len(seq.output) == 1:
+            chunk.reasoning_open = seq.reasoning_open
+        return chunk
 
     def _finish(self, seq: Sequence, reason: FinishReason, text: str) -> GenerationChunk:
         if reason is FinishReason.STOP and not seq.stops.stopped:

@@ -27,6 +27,7 @@ from heylook_llm.backends import mlx_batched
 from heylook_llm.backends.base import GeneratorBackend
 from heylook_llm.backends.mlx_batch import BatchEngine, batchable_cache
 from heylook_llm.backends.mlx_common import MLXModelBase
+from heylook_llm.backends.mlx_logits import token_chunk
 from heylook_llm.backends.mlx_support import (
     CacheFactory,
     LogitsSetup,
@@ -144,7 +145,7 @@ class MLXBackend(MLXModelBase, GeneratorBackend):
             self._model,
             max_tokens=budget,
             sampler=sampler,
-            logits_processors=[*processors.bias, *penalties, *([processors.grammar] if processors.grammar else [])],
+            logits_processors=[*processors.first(), *processors.bias, *penalties, *processors.last()],
             prompt_cache=cache,
             **quantize,
         )
@@ -193,11 +194,14 @@ class MLXBackend(MLXModelBase, GeneratorBackend):
         drafted = 0
         finish = FinishReason.LENGTH
         keep = False
+        capture = processors.capture
         try:
             for item in stream:
                 if processors.grammar is not None and processors.grammar.failed is not None:
                     raise processors.grammar.failed
                 token = int(item[0])
+                # Taken for every sampled token, the end of sequence included, to stay in step with the captures.
+                logprobs = capture.take() if capture is not None else None
                 received.append(token)
                 if produced == 0:
                     first_token_at = time.perf_counter()
@@ -208,17 +212,19 @@ class MLXBackend(MLXModelBase, GeneratorBackend):
                 if len(item) > 2 and item[2]:
                     drafted += 1
                 text = stops.feed(assembler.feed(decoder.feed(token)))
+                opened = processors.reasoning_open and produced == 1
+                chunk = token_chunk(text, token, logprobs, processors.logprobs, self.token_piece, reasoning_open=opened)
                 if stops.stopped:
                     finish = FinishReason.STOP
-                    if text:
-                        yield GenerationChunk(text, token_count=1)
+                    if text or chunk.logprobs:
+                        yield chunk
                     break
                 if produced >= budget:
-                    text += stops.feed(assembler.feed(decoder.flush()) + assembler.flush()) + stops.flush()
-                    if text:
-                        yield GenerationChunk(text, token_count=1)
+                    chunk.text += stops.feed(assembler.feed(decoder.flush()) + assembler.flush()) + stops.flush()
+                    if chunk.text or chunk.logprobs:
+                        yield chunk
                     break
-                yield GenerationChunk(text, token_count=1)
+                yield chunk
             keep = True
         except GeneratorExit:
             keep = True  # cancelled between tokens: the cache is consistent
@@ -288,6 +294,7 @@ class MLXBatchedBackend(MLXModelBase):
             self._eos_ids,
             parallel=self.config.parallel,
             reuse_prompts=can_trim_prompt_cache(sample_cache),
+            piece=self.token_piece,
         )
         self.max_parallel = self.config.parallel
 

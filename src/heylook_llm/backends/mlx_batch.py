@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
 from mlx_lm.models.cache import KVCache
 
+from heylook_llm.backends.mlx_logits import token_chunk
 from heylook_llm.backends.mlx_support import LogitsSetup, Sampler, TokenDecoder
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
 from heylook_llm.backends.tokens import common_prefix
@@ -115,6 +117,8 @@ class BatchSequence:
     """The generator still holds it (mlx-lm drops a sequence itself at EOS or its token limit)."""
     grammar: Any = None
     """The output constraint's processor, whose `failed` ends this sequence alone."""
+    setup: LogitsSetup = field(default_factory=LogitsSetup)
+    """Its processors: the logprob capture, how many alternatives to report, whether the prompt opened reasoning."""
 
 
 class BatchEngine:
@@ -128,8 +132,11 @@ class BatchEngine:
         eos_ids: frozenset[int],
         parallel: int,
         reuse_prompts: bool,
+        piece: Callable[[int], bytes] | None = None,
     ) -> None:
+        """`piece`: a token's bytes with special tokens as their text, for logprobs (default: the byte table)."""
         self._model = model
+        self._piece = piece or self._table_piece
         self._tokenizer = tokenizer
         self._byte_table = byte_table
         self._eos_ids = eos_ids
@@ -137,6 +144,10 @@ class BatchEngine:
         self.pool = PromptCachePool(parallel if reuse_prompts else 0)
         self._live: dict[int, BatchSequence] = {}
         self._generator = self._new_generator()
+
+    def _table_piece(self, token: int) -> bytes:
+        table = self._byte_table
+        return table[token] if table is not None and 0 <= token < len(table) else b""
 
     def _new_generator(self) -> BatchGenerator:
         return BatchGenerator(
@@ -177,6 +188,7 @@ class BatchEngine:
             stops=StopMatcher(stop),
             started=started,
             grammar=processors.grammar,
+            setup=processors,
         )
         self._live[uid] = sequence
         return sequence
@@ -224,6 +236,9 @@ class BatchEngine:
     def _on_token(self, sequence: BatchSequence, token: int) -> GenerationChunk | BaseException:
         if sequence.first_token_at is None:
             sequence.first_token_at = time.perf_counter()
+        setup = sequence.setup
+        # Taken for every sampled token, the end of sequence included, to stay in step with the captures.
+        logprobs = setup.capture.take() if setup.capture is not None else None
         if sequence.grammar is not None and sequence.grammar.failed is not None:
             sequence.finished = True
             failure: BaseException = sequence.grammar.failed
@@ -233,15 +248,19 @@ class BatchEngine:
         sequence.output.append(token)
         stops = sequence.stops
         text = stops.feed(sequence.assembler.feed(sequence.decoder.feed(token)))
+        opened = setup.reasoning_open and len(sequence.output) == 1
+        chunk = token_chunk(text, token, logprobs, setup.logprobs, self._piece, reasoning_open=opened)
         if stops.stopped:
-            return self._finish(sequence, FinishReason.STOP, text)
+            return self._finish(sequence, FinishReason.STOP, chunk)
         if len(sequence.output) >= sequence.budget:
-            return self._finish(sequence, FinishReason.LENGTH, text)
-        return GenerationChunk(text, token_count=1)
+            return self._finish(sequence, FinishReason.LENGTH, chunk)
+        return chunk
 
     def _finish(
-        self, sequence: BatchSequence, reason: FinishReason, text: str, *, counted: bool = True
+        self, sequence: BatchSequence, reason: FinishReason, last: str | GenerationChunk, *, counted: bool = True
     ) -> GenerationChunk:
+        """The sequence's final chunk; `last` is its last token's chunk (or text), which it carries on."""
+        text = last if isinstance(last, str) else last.text
         stops = sequence.stops
         if not stops.stopped:
             # Bytes held back for an unfinished character or a possible stop string are emitted at the end.
@@ -258,9 +277,12 @@ class BatchEngine:
             generation_seconds=ended - first,
         )
         context = [*sequence.prompt, *sequence.output] if sequence.return_tokens else None
-        return GenerationChunk(
+        final = GenerationChunk(
             text, token_count=1 if counted else 0, finish_reason=reason, stats=stats, context_tokens=context
         )
+        if isinstance(last, GenerationChunk):
+            final.token_ids, final.logprobs, final.reasoning_open = last.token_ids, last.logprobs, last.reasoning_open
+        return final
 
     def close(self, sequence: BatchSequence) -> None:
         """Take a finished or cancelled sequence out of the batch, keeping its cache for later prompts."""

@@ -21,6 +21,7 @@ from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.constrained import GrammarCache, TokenMask, grammar_text
 from heylook_llm.backends.mlx_grammar import GrammarProcessor
+from heylook_llm.backends.mlx_logits import LogprobCapture, ReasoningProcessor
 from heylook_llm.backends.mlx_support import (
     CacheFactory,
     LogitsSetup,
@@ -32,6 +33,7 @@ from heylook_llm.backends.mlx_support import (
     model_vocab_size,
 )
 from heylook_llm.backends.native_memory import release_free_heap
+from heylook_llm.backends.reasoning_gate import ReasoningGate, prompt_opens_reasoning
 from heylook_llm.backends.token_bytes import token_byte_table
 from heylook_llm.backends.tokens import PromptLimit, checked_context
 from heylook_llm.config.chat_formats import CHAT_FORMATS
@@ -58,6 +60,7 @@ class MLXModelBase(Backend):
         self._vocab_size = 0
         self._new_cache: CacheFactory | None = None
         self._grammars: GrammarCache | None = None
+        self._special_pieces: dict[int, bytes] = {}
 
     # --- loading --------------------------------------------------------------------------------
     def load(self) -> None:
@@ -91,11 +94,13 @@ class MLXModelBase(Backend):
         self.facts.accelerator_bytes = self.facts.size_bytes if on_gpu else 0
         self.facts.chat_template = self._template.source
         self.facts.special_tokens = _special_tokens(tokenizer)
+        self._special_pieces = {token: text.encode("utf-8") for text, token in self.facts.special_tokens.items()}
         self.facts.metadata = _metadata(config, cfg, self.facts.context_length)
         features = {Feature.CHAT, Feature.COMPLETION, Feature.CONTEXT_TOKENS}
         if cfg.draft_model_path is None:
-            # A grammar would have to follow the draft model's guesses and their rollback: not done yet.
-            features.update((Feature.RESPONSE_FORMAT, Feature.TOOLS))
+            # A grammar, a reasoning budget or logprobs would have to follow the draft model's guesses and their
+            # rollback: not done yet.
+            features.update((Feature.RESPONSE_FORMAT, Feature.TOOLS, Feature.LOGPROBS, Feature.REASONING))
         self.features = frozenset(features)
 
     def _cache_factory(self) -> CacheFactory:
@@ -106,6 +111,7 @@ class MLXModelBase(Backend):
         """Serve the model `other` has loaded (the same weights, tokenizer, template and facts)."""
         self._model, self._tokenizer, self._template = other._model, other._tokenizer, other._template
         self._byte_table, self._eos_ids, self._vocab_size = other._byte_table, other._eos_ids, other._vocab_size
+        self._special_pieces = other._special_pieces
         self._new_cache = other._new_cache
         self.facts, self.features = other.facts, other.features
 
@@ -122,7 +128,18 @@ class MLXModelBase(Backend):
             raise ModelLoadError(self.entry.id, f"the chat template does not compile: {exc}") from exc
 
     # --- requests -------------------------------------------------------------------------------
-    def _prompt_tokens(self, request: GenerationRequest) -> list[int]:
+    def token_piece(self, token: int) -> bytes:
+        """A token's bytes with special tokens as their text (`<|im_end|>`): for markers and logprobs."""
+        special = self._special_pieces.get(token)
+        if special is not None:
+            return special
+        table = self._byte_table
+        if table is not None:
+            return table[token] if 0 <= token < len(table) else b""
+        return str(self._tokenizer.decode([token])).encode("utf-8")
+
+    def _prompt_tokens(self, request: GenerationRequest) -> tuple[list[int], str]:
+        """The prompt's tokens, and its text (after the template) to see whether it opens the reasoning."""
         tokenizer = self._tokenizer
         context = checked_context(request.context_tokens, self._vocab_size)
         # Continuing from earlier tokens: the BOS token, if any, is already at their start.
@@ -131,25 +148,26 @@ class MLXModelBase(Backend):
         limit = PromptLimit(self.facts.context_length, self.settings.limits.prompt_bytes_per_token)
         if request.messages is not None:
             assert self._template is not None
-            text = self._template.render(request.messages, request.tools, limit=limit)
+            text = self._template.render(request.messages, request.tools, limit=limit, **request.template_variables)
             limit.check(text)
             bos = tokenizer.bos_token or ""
             # Templates that write the BOS token themselves must not get a second one from the tokenizer.
             add_special = may_add_special and not (bos and text.startswith(bos))
             tokens: list[int] = tokenizer.encode(text, add_special_tokens=add_special)
         else:
-            limit.check(request.prompt or "")
+            text = request.prompt or ""
+            limit.check(text)
             # Raw prompts may spell control tokens ("<|im_start|>"), as in the llama.cpp backend.
-            tokens = tokenizer.encode(request.prompt or "", add_special_tokens=may_add_special)
+            tokens = tokenizer.encode(text, add_special_tokens=may_add_special)
         tokens = context + tokens
         if not tokens:
             raise InvalidRequest("the prompt is empty", param="prompt")
-        return tokens
+        return tokens, text
 
     def _prepare(self, request: GenerationRequest) -> tuple[list[int], Sampler, LogitsSetup]:
         """Prompt tokens, sampler and logits processors; raises the request's errors before anything runs."""
         params = request.sampling
-        tokens = self._prompt_tokens(request)
+        tokens, text = self._prompt_tokens(request)
         n_ctx = self.facts.context_length
         if len(tokens) >= n_ctx:
             raise ContextLengthExceeded(len(tokens), n_ctx)
@@ -157,7 +175,24 @@ class MLXModelBase(Backend):
         sampler = build_sampler(params, self._vocab_size, seed)
         processors = build_logits_processors(params, self._vocab_size, n_ctx)
         processors.grammar = self._grammar_processor(request)
+        if request.logprobs:
+            processors.logprobs = request.top_logprobs
+            processors.capture = LogprobCapture()
+        processors.reasoning_open = prompt_opens_reasoning(text, request.reasoning)
+        processors.reasoning = self._reasoning_processor(request, processors)
         return tokens, sampler, processors
+
+    def _reasoning_processor(self, request: GenerationRequest, processors: LogitsSetup) -> ReasoningProcessor | None:
+        """A gate when the request has a reasoning budget, or a constraint that must wait for the answer."""
+        control = request.reasoning
+        if control is None or not control.start_marker:
+            return None
+        opened = processors.reasoning_open
+        if control.max_tokens is None and not (processors.grammar is not None and opened):
+            return None
+        close: list[int] = self._tokenizer.encode(control.close_text, add_special_tokens=False)
+        gate = ReasoningGate(control, close, opened=opened)
+        return ReasoningProcessor(gate, self.token_piece, processors.grammar)
 
     def _grammar_processor(self, request: GenerationRequest) -> GrammarProcessor | None:
         """The request's output constraint as a logits processor (None: unconstrained). The grammar tokenizer is
@@ -216,7 +251,7 @@ def _metadata(config: dict[str, Any], cfg: MLXConfig, context_length: int) -> di
     return meta
 
 
-def _special_tokens(tokenizer: Any) -> frozenset[str]:
-    """Texts of the tokenizer's special added tokens (from the Hugging Face tokenizer mlx-lm wraps)."""
+def _special_tokens(tokenizer: Any) -> dict[str, int]:
+    """Ids of the tokenizer's special added tokens by text (from the Hugging Face tokenizer mlx-lm wraps)."""
     decoder = getattr(getattr(tokenizer, "_tokenizer", None), "added_tokens_decoder", None) or {}
-    return frozenset(str(t.content) for t in decoder.values() if getattr(t, "special", False))
+    return {str(t.content): int(i) for i, t in decoder.items() if getattr(t, "special", False)}

@@ -76,9 +76,25 @@ class LogitsSetup:
     penalty_context: int = 0
     grammar: Any = None
     """The output constraint's processor (a GrammarProcessor), applied last so that no bias can undo it."""
+    capture: Any = None
+    """With logprobs: a LogprobCapture (mlx_logits.py), first, so that it sees the raw logits."""
+    reasoning: Any = None
+    """A ReasoningProcessor (mlx_logits.py) holding the grammar processor: last, in the grammar's place."""
+    logprobs: int | None = None
+    """Alternatives to report with each token's log probability; None: logprobs not asked."""
+    reasoning_open: bool = False
+    """The prompt ends inside the reasoning section (said on the first chunk)."""
+
+    def first(self) -> list[LogitsProcessor]:
+        return [self.capture] if self.capture is not None else []
+
+    def last(self) -> list[LogitsProcessor]:
+        if self.reasoning is not None:
+            return [self.reasoning]
+        return [self.grammar] if self.grammar is not None else []
 
     def all(self) -> list[LogitsProcessor]:
-        return [*self.bias, *self.penalties, *([self.grammar] if self.grammar is not None else [])]
+        return [*self.first(), *self.bias, *self.penalties, *self.last()]
 
 
 def build_logits_processors(params: SamplingParams, vocab_size: int, context_length: int) -> LogitsSetup:

@@ -1,5 +1,8 @@
 """Ollama reads every request body as JSON whatever its Content-Type, and its documented `curl -d` examples send
-form-encoded headers. FastAPI validates only bodies declared as JSON, so under /api/ the header is made JSON."""
+form-encoded headers. FastAPI validates only bodies declared as JSON, so under /api/ the header is made JSON.
+
+Routes that change the server (/api/create, copy, delete, pull, push) never get here with another type: the
+security layer (api/security) refuses them first, since a cross-site form can send form-encoded bodies."""
 
 from __future__ import annotations
 

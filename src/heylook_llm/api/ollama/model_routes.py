@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.responses import PlainTextResponse, Response
 
+from heylook_llm.api import limits
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
 from heylook_llm.api.ollama import convert, refusals
 from heylook_llm.api.ollama.dialect import OllamaRoute
@@ -45,6 +46,17 @@ HOW_TO_ADD = (
 )
 
 model_routes = APIRouter(route_class=OllamaRoute)
+
+STATUS_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": 'Done: `{"status": "success"}`', "content": {"application/json": {}}}
+}
+STREAMED_STATUS_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": 'With stream (the default): NDJSON status lines, the last `{"status": "success"}`; '
+        "without stream: that one JSON object.",
+        "content": {"application/json": {}, NDJSON: {}},
+    }
+}
 
 
 async def _facts(engine: Engine, entry: ModelEntry) -> tuple[ModelFileInfo, str]:
@@ -132,21 +144,26 @@ async def running(request: Request) -> Response:
     return OrjsonResponse({"models": rows})
 
 
-@model_routes.post("/api/copy", summary="Copy a model: a new name for the same weights (models.yaml alias)")
+@model_routes.post(
+    "/api/copy", summary="Copy a model: a new name for the same weights (models.yaml alias)", responses=STATUS_DOC
+)
 async def copy_model(body: CopyRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     engine = engine_of(request)
     source = engine.resolve(body.source, latest_tag=True)
     await engine.copy_model(source, convert.new_model_id(body.destination, param="destination"))
-    return Response(status_code=200)
+    return OrjsonResponse({"status": "success"})
 
 
-@model_routes.delete("/api/delete", summary="Remove a model from models.yaml (its files are kept)")
+@model_routes.delete(
+    "/api/delete", summary="Remove a model from models.yaml (its files are kept)", responses=STATUS_DOC
+)
 async def delete_model(body: ModelRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     engine = engine_of(request)
     await engine.delete_model(engine.resolve(body.model, latest_tag=True))
-    return Response(status_code=200)
+    # Ollama answers an empty 200; a JSON body is what the schema promises, and Ollama's clients read only the status.
+    return OrjsonResponse({"status": "success"})
 
 
 def _checked_jinja(template: str) -> str:
@@ -165,7 +182,9 @@ def _checked_jinja(template: str) -> str:
     return template
 
 
-@model_routes.post("/api/create", summary="Create a variant of a model: same weights, other defaults")
+@model_routes.post(
+    "/api/create", summary="Create a variant of a model: same weights, other defaults", responses=STREAMED_STATUS_DOC
+)
 async def create_model(body: CreateRequest, request: Request) -> Response:
     if body.files or body.adapters:
         raise CapabilityError(f"creating a model from uploaded files or adapters is not supported; {HOW_TO_ADD}")
@@ -183,6 +202,7 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise InvalidRequest(f"invalid request: parameters: {problems}", param="parameters") from exc
     field_log_of(request).note("Ollama", refusals.check_create(body, options))
+    limits.check_stop(engine.settings.limits, options.stop, "parameters.stop")
     sampling = convert.sampling(options, where="parameters")
     template = await asyncio.to_thread(_checked_jinja, body.template) if body.template is not None else None
     await engine.add_variant(
@@ -199,7 +219,11 @@ async def create_model(body: CreateRequest, request: Request) -> Response:
     return OrjsonResponse({"status": "success"})
 
 
-@model_routes.post("/api/pull", summary="Answers success for a model already served; nothing is downloaded")
+@model_routes.post(
+    "/api/pull",
+    summary="Answers success for a model already served; nothing is downloaded",
+    responses=STREAMED_STATUS_DOC,
+)
 async def pull(body: PullRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     try:
@@ -211,16 +235,17 @@ async def pull(body: PullRequest, request: Request) -> Response:
     return OrjsonResponse({"status": "success"})
 
 
-@model_routes.post("/api/push", summary="Not supported: there is no registry to push to")
+@model_routes.post("/api/push", summary="Not supported (400): there is no registry to push to")
 async def push(body: PullRequest) -> Response:
-    return OrjsonResponse({"error": "heylookllm does not push models to a registry"}, status_code=501)
+    # 400 as for every other field or feature this server does not implement (a 5xx would say the server broke).
+    raise CapabilityError("heylookllm does not push models to a registry")
 
 
-@model_routes.head("/api/blobs/{digest}", summary="No blobs are stored here")
+@model_routes.head("/api/blobs/{digest}", summary="No blobs are stored here (always 404)")
 async def blob_exists(digest: str) -> Response:
-    return Response(status_code=404)
+    return Response(status_code=404, media_type="application/json")
 
 
-@model_routes.post("/api/blobs/{digest}", summary="Not supported: models are added with heylookllm import")
+@model_routes.post("/api/blobs/{digest}", summary="Not supported (400): models are added with heylookllm import")
 async def blob_upload(digest: str) -> Response:
-    return OrjsonResponse({"error": f"uploading model files is not supported; {HOW_TO_ADD}"}, status_code=501)
+    raise CapabilityError(f"uploading model files is not supported; {HOW_TO_ADD}")

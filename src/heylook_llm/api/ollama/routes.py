@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from heylook_llm.api import limits
 from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
@@ -128,6 +129,8 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     started = time.perf_counter()
     field_log_of(request).note("Ollama", refusals.check_generation(body))
     engine = engine_of(request)
+    limits.check_messages(engine.settings.limits, body.messages)
+    limits.check_stop(engine.settings.limits, body.options.stop if body.options else None, "options.stop")
     entry = _entry(engine, body.model)
     if not body.messages:
         return await _load_only(engine, entry, body)
@@ -154,6 +157,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     started = time.perf_counter()
     field_log_of(request).note("Ollama", refusals.check_generation(body))
     engine = engine_of(request)
+    limits.check_stop(engine.settings.limits, body.options.stop if body.options else None, "options.stop")
     entry = _entry(engine, body.model)
     if not body.prompt and not body.suffix and not body.images:
         return await _load_only(engine, entry, body)
@@ -185,6 +189,7 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
         if any(not text for text in inputs):
             raise InvalidRequest("input: the list holds an empty string", param="input")
     field_log_of(request).note("Ollama", refusals.check_embed(body))
+    limits.check_prompts(engine.settings.limits, len(inputs), "input")
     work = engine.embed(entry, inputs, truncate=body.truncate, keep_alive=body.keep_alive)
     embedded = await unless_disconnected(request, work)
     result, load_seconds = embedded.result, embedded.load_seconds

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response, StreamingResponse
 
+from heylook_llm.api import limits
 from heylook_llm.api.disconnect import unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
@@ -103,6 +104,8 @@ async def chat_completions_multipart(request: Request) -> Response:
 async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upload]) -> Response:
     field_log_of(request).note("OpenAI", refusals.check_chat(body))
     engine = engine_of(request)
+    limits.check_messages(engine.settings.limits, body.messages)
+    limits.check_stop(engine.settings.limits, body.stop)
     entry = engine.resolve(body.model)
     refs = image_refs(body, uploads)
     accepts_images = Feature.IMAGES in engine.features(entry)
@@ -149,6 +152,8 @@ async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include
 async def completions(body: CompletionRequest, request: Request) -> Response:
     field_log_of(request).note("OpenAI", refusals.check_completion(body))
     engine = engine_of(request)
+    limits.check_prompts(engine.settings.limits, len(body.texts()), "prompt")
+    limits.check_stop(engine.settings.limits, body.stop)
     entry = engine.resolve(body.model)
     gens = convert.completion_requests(body, entry, engine.settings)
     return await completions_route.respond(request, engine.starter(entry), body, gens)
@@ -170,6 +175,7 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
             param="input",
         )
     engine = engine_of(request)
+    limits.check_prompts(engine.settings.limits, len(inputs), "input")
     embedded = await engine.embed(engine.resolve(body.model), inputs)
     result = embedded.result
     vectors = shortened(result.vectors, body.dimensions)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -49,11 +49,30 @@ class ToolCallParser(abc.ABC):
     def finish(self) -> Parsed: ...
 
 
+class SpecialTokens:
+    """The vocabulary's special tokens by text: callable as an IsSpecial, and able to name a token in Lark by its id
+    (llguidance names special tokens only as `<...>` or `<[id]>`, so `[TOOL_CALLS]` needs the id)."""
+
+    def __init__(self, ids: Mapping[str, int]) -> None:
+        self._ids = dict(ids)
+
+    def __call__(self, text: str) -> bool:
+        return text in self._ids
+
+    def ref(self, text: str) -> str:
+        return f"<[{self._ids[text]}]>"
+
+
 def lark_literal(text: str, is_special: IsSpecial) -> str:
-    """A marker in Lark: the special token (`<tool_call>`) when the vocabulary has it as one, else the text."""
+    """A marker in Lark: the special token when the vocabulary has it as one (so the model writes that token, as it
+    was trained to), else the text."""
     if is_special(text):
-        return text
-    return json.dumps(text)
+        ref = getattr(is_special, "ref", None)
+        if callable(ref):
+            return str(ref(text))
+        if text.startswith("<") and text.endswith(">"):
+            return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 CALL_JSON_OPTIONS: dict[str, Any] = {"whitespace_pattern": r"[\x20]?"}
@@ -62,8 +81,9 @@ CALL_JSON_OPTIONS: dict[str, Any] = {"whitespace_pattern": r"[\x20]?"}
 
 def json_lark(schema: dict[str, Any]) -> str:
     """An llguidance `%json` rule body for `schema` (compact JSON inside the grammar)."""
+    # Key order matters: llguidance keeps the schema's property order, and models write "name" first.
     with_options = {**schema, "x-guidance": CALL_JSON_OPTIONS}
-    return "%json " + json.dumps(with_options, separators=(",", ":"), sort_keys=True)
+    return "%json " + json.dumps(with_options, separators=(",", ":"), ensure_ascii=False)
 
 
 def arguments_schema(tool: ToolSpec) -> dict[str, Any]:
@@ -98,7 +118,7 @@ def text_without(marker_lark: str, marker_text: str, is_special: IsSpecial) -> s
     if is_special(marker_text):
         # Plain text bytes never spell a special token: any text is fine.
         return r"/(?s:.+)/"
-    escaped = json.dumps(marker_text)[1:-1].replace("/", "\\/")
+    escaped = json.dumps(marker_text, ensure_ascii=False)[1:-1].replace("/", "\\/")
     return rf"/(?s:.+)/ & ~/(?s:.*{_regex_escape(escaped)}.*)/"
 
 

@@ -116,8 +116,7 @@ class DeepSeekFormat(ToolFormat):
         begin, end, call_begin, call_end, sep = (
             lark_literal(m, is_special) for m in (BEGIN, END, CALL_BEGIN, CALL_END, SEP)
         )
-        gap = f'"{self.gap}" ' if self.gap else ""
-        repeat = f" ({gap}call)*" if parallel else ""
+        repeat = (f' ("{self.gap}" call)*' if self.gap else "+") if parallel else ""
         named = " | ".join(f"call_{i}" for i in range(len(tools)))
         return "\n".join(
             [

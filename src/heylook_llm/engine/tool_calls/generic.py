@@ -35,10 +35,11 @@ class EnvelopeParser(ToolCallParser):
     def feed(self, text: str) -> Parsed:
         self._buffer += text
         if self._mode is None:
-            stripped = self._buffer.lstrip()
-            if len(stripped) < len(ENVELOPE_START) and ENVELOPE_START.startswith(stripped):
+            # The grammar allows a space after the brace: compare without whitespace.
+            compact = "".join(self._buffer.split())
+            if len(compact) < len(ENVELOPE_START) and ENVELOPE_START.startswith(compact):
                 return Parsed()
-            self._mode = "calls" if stripped.startswith(ENVELOPE_START) else "text"
+            self._mode = "calls" if compact.startswith(ENVELOPE_START) else "text"
         if self._mode == "text":
             out, self._buffer = self._buffer, ""
             return Parsed(content=out)

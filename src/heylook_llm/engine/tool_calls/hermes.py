@@ -33,11 +33,20 @@ class HermesParser(ToolCallParser):
     def __init__(self) -> None:
         self._buffer = ""
         self._inside = False
+        self._after_call = False
 
     def feed(self, text: str) -> Parsed:
         self._buffer += text
         out = Parsed()
         while True:
+            if self._after_call:
+                # The newline between calls (or after the last one) is layout, wherever the chunks split.
+                if not self._buffer:
+                    return out
+                self._buffer = self._buffer.lstrip("\n")
+                if not self._buffer:
+                    return out
+                self._after_call = False
             if not self._inside:
                 start = self._buffer.find(OPEN)
                 if start < 0:
@@ -53,8 +62,9 @@ class HermesParser(ToolCallParser):
             if end < 0:
                 return out
             out.calls.append(_parse_call(self._buffer[:end]))
-            self._buffer = self._buffer[end + len(CLOSE) :].lstrip("\n")
+            self._buffer = self._buffer[end + len(CLOSE) :]
             self._inside = False
+            self._after_call = True
 
     def finish(self) -> Parsed:
         rest, self._buffer = self._buffer, ""

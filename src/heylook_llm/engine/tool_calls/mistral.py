@@ -24,6 +24,7 @@ from heylook_llm.engine.tool_calls.base import (
     arguments_schema,
     call_object_schema,
     json_lark,
+    lark_literal,
     text_without,
 )
 from heylook_llm.types import ToolSpec
@@ -34,10 +35,6 @@ CALL_ID = "[CALL_ID]"
 _DECODER = json.JSONDecoder()
 _HEAD = re.compile(r"([\w.\-]+)(?:\[CALL_ID\][\w\-]*)?\[ARGS\]\s*")
 _HEAD_SO_FAR = re.compile(r"[\w.\-]*(?:\[CALL_ID\][\w\-]*)?")
-
-
-def _never(marker: str) -> bool:
-    return False
 
 
 def _arguments(value: object) -> str | None:
@@ -56,6 +53,10 @@ def _array_calls(value: object) -> list[ParsedCall] | None:
             return None
         calls.append(ParsedCall(item["name"], arguments))
     return calls
+
+
+def _options(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(schema.get("anyOf", [schema]))
 
 
 def _json(text: str) -> tuple[object, str | None]:
@@ -134,23 +135,18 @@ class MistralFormat(ToolFormat):
         return MARKER in template
 
     def calls_rules(self, tools: Sequence[ToolSpec], *, parallel: bool, is_special: IsSpecial) -> str:
-        call = call_object_schema(tools)
         # The templates echo a 9-character call id after the arguments; the model may write one too.
-        options = call.get("anyOf", [call])
         call_id = {"type": "string", "pattern": "^[a-zA-Z0-9]{9}$"}
-        with_id = [{**o, "properties": {**o["properties"], "id": call_id}} for o in options]
-        items: dict[str, Any] = {"type": "array", "items": {"anyOf": with_id}, "minItems": 1}
-        if len(with_id) == 1:
-            items["items"] = with_id[0]
-        if not parallel:
-            items["maxItems"] = 1
-        marker = json.dumps(MARKER)
+        options = [{**o, "properties": {**o["properties"], "id": call_id}} for o in _options(call_object_schema(tools))]
+        items: dict[str, Any] = {"type": "array", "items": {"anyOf": options} if len(options) > 1 else options[0]}
+        items.update(minItems=1, **({} if parallel else {"maxItems": 1}))
+        marker = lark_literal(MARKER, is_special)
         return "\n".join(
             [
                 # Sentencepiece vocabularies (v0.3) write a space before the array; tekken ones (Nemo on) do not.
                 f'calls: {marker} " "? call_array',
                 f"call_array: {json_lark(items)}",
-                f"TEXT: {text_without(marker, MARKER, _never)}",
+                f"TEXT: {text_without(marker, MARKER, is_special)}",
             ]
         )
 
@@ -166,7 +162,7 @@ class MistralArgsFormat(MistralFormat):
         return ARGS in template
 
     def calls_rules(self, tools: Sequence[ToolSpec], *, parallel: bool, is_special: IsSpecial) -> str:
-        marker, args, call_id = json.dumps(MARKER), json.dumps(ARGS), json.dumps(CALL_ID)
+        marker, args, call_id = (lark_literal(m, is_special) for m in (MARKER, ARGS, CALL_ID))
         named = " | ".join(f"{json.dumps(tool.name)} call_id? {args} args_{i}" for i, tool in enumerate(tools))
         return "\n".join(
             [
@@ -174,6 +170,6 @@ class MistralArgsFormat(MistralFormat):
                 f"call: {marker} ({named})",
                 f"call_id: {call_id} /[a-zA-Z0-9]{{9}}/",
                 *(f"args_{i}: {json_lark(arguments_schema(tool))}" for i, tool in enumerate(tools)),
-                f"TEXT: {text_without(marker, MARKER, _never)}",
+                f"TEXT: {text_without(marker, MARKER, is_special)}",
             ]
         )

@@ -9,7 +9,7 @@ import uuid
 
 from heylook_llm.backends.base import ModelFacts
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.engine.tool_calls.base import ToolCallParser, ToolFormat
+from heylook_llm.engine.tool_calls.base import SpecialTokens, ToolCallParser, ToolFormat
 from heylook_llm.engine.tool_calls.formats import FORMATS, detect_format
 from heylook_llm.errors import InvalidRequest
 from heylook_llm.types import (
@@ -52,10 +52,7 @@ def prepare_tools(
     parallel = request.parallel_tool_calls and mode != "function"
     grammar_mode = "required" if mode == "function" else mode
 
-    def is_special(text: str) -> bool:
-        return text in facts.special_tokens
-
-    grammar = fmt.grammar(tools, grammar_mode, parallel=parallel, is_special=is_special)
+    grammar = fmt.grammar(tools, grammar_mode, parallel=parallel, is_special=SpecialTokens(facts.special_tokens))
     prompt = fmt.system_prompt(request.tools)
     messages = request.messages if prompt is None else _with_system(request.messages, prompt)
     prepared = dataclasses.replace(request, grammar=GrammarSpec("grammar", grammar, "tools"), messages=messages)
