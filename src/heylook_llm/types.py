@@ -236,6 +236,10 @@ class GenerationStats:
     load_seconds: float = 0.0
 
 
+MAX_TOP_LOGPROBS = 20
+"""The most alternatives per position a request may ask for (OpenAI's and Ollama's limit)."""
+
+
 @dataclass(slots=True, frozen=True)
 class TopLogprob:
     token_id: int

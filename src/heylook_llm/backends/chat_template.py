@@ -97,3 +97,13 @@ def _arguments(text: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def check_chat_template(source: str) -> None:
+    """Compile `source` as a model's chat template is compiled at load, so that one sent in a request (Ollama's
+    /api/create) is refused with a 400 naming `template` before it is stored, not when the model next loads.
+    The sandbox folds no constants that could be large (`'a' * 10**10`) while compiling."""
+    try:
+        ChatTemplate(source)
+    except Exception as exc:  # syntax errors, code nested too deep for Python (SyntaxError, RecursionError)
+        raise InvalidRequest(f"template does not compile: {exc}", param="template") from exc

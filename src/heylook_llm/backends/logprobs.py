@@ -16,9 +16,6 @@ import numpy.typing as npt
 
 from heylook_llm.types import TokenLogprob, TopLogprob
 
-MAX_TOP_LOGPROBS = 20
-"""The most alternatives per position a request may ask for (OpenAI's and Ollama's limit)."""
-
 TokenPiece = Callable[[int], bytes]
 """A token's bytes (control tokens as their text), for the reported `token` and `bytes`."""
 

@@ -41,3 +41,6 @@ CHAT_FORMATS: dict[str, str] = {
 
 TOOL_FORMATS = ("hermes", "llama3", "mistral", "mistral_args", "deepseek", "deepseek_v3_1", "harmony", "generic")
 """Tool-call syntaxes a models.yaml `tool_format` may name (engine/tool_calls/formats.py implements each)."""
+
+REASONING_FORMATS = ("think", "harmony", "none")
+"""Reasoning formats a models.yaml `reasoning_format` may name (engine/reasoning/formats.py implements each)."""

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from heylook_llm.config.chat_formats import CHAT_FORMATS, TOOL_FORMATS
+from heylook_llm.config.chat_formats import CHAT_FORMATS, REASONING_FORMATS, TOOL_FORMATS
 from heylook_llm.types import SamplingOverrides
 
 Provider = Literal["llama_cpp", "mlx"]
@@ -55,11 +55,23 @@ class _SamplingDefaults(_Strict):
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | None = None
+    reasoning_format: str | None = None
+    """How the model marks its reasoning (see REASONING_FORMATS; `none`: no reasoning); unset: detected from its
+    chat template."""
+    max_reasoning_tokens: int | None = Field(default=None, ge=0)
+    """Default reasoning budget: past it the server closes the reasoning and the model answers (docs/reasoning.md)."""
 
     @field_validator("stop", mode="before")
     @classmethod
     def _stop_as_list(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("reasoning_format")
+    @classmethod
+    def _known_reasoning_format(cls, value: str | None) -> str | None:
+        if value is not None and value not in REASONING_FORMATS:
+            raise ValueError(f"unknown reasoning_format '{value}' (known: {', '.join(REASONING_FORMATS)})")
+        return value
 
 
 class LlamaCppConfig(_SamplingDefaults):

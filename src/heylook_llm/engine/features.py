@@ -8,6 +8,7 @@ models.yaml and the model file, for listings (/v1/models, /api/show, /v1/capabil
 from __future__ import annotations
 
 from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, ModelEntry
+from heylook_llm.engine.reasoning.formats import FORMATS, detect_reasoning_format
 from heylook_llm.errors import CapabilityError
 from heylook_llm.types import Feature, GenerationRequest
 
@@ -76,7 +77,15 @@ def expected_features(entry: ModelEntry, *, fill_in_middle: bool = False) -> fro
     if isinstance(config, LlamaCppConfig):
         if config.embedding:
             return frozenset({Feature.EMBEDDING})
-        found = {Feature.CHAT, Feature.COMPLETION, Feature.RESPONSE_FORMAT, Feature.CONTEXT_TOKENS}
+        found = {
+            Feature.CHAT,
+            Feature.COMPLETION,
+            Feature.RESPONSE_FORMAT,
+            Feature.CONTEXT_TOKENS,
+            Feature.TOOLS,
+            Feature.LOGPROBS,
+            Feature.REASONING,
+        }
         if config.mmproj_path is not None:
             found.add(Feature.IMAGES)
         if fill_in_middle:
@@ -86,8 +95,19 @@ def expected_features(entry: ModelEntry, *, fill_in_middle: bool = False) -> fro
         if config.vision:
             return frozenset({Feature.CHAT, Feature.COMPLETION, Feature.IMAGES})
         text = {Feature.CHAT, Feature.COMPLETION, Feature.CONTEXT_TOKENS}
-        return frozenset(text if config.draft_model_path is not None else {*text, Feature.RESPONSE_FORMAT})
+        if config.draft_model_path is not None:
+            return frozenset(text)
+        return frozenset({*text, Feature.RESPONSE_FORMAT, Feature.TOOLS, Feature.LOGPROBS, Feature.REASONING})
     return frozenset()
+
+
+def shown_features(features: frozenset[Feature], entry: ModelEntry, chat_template: str | None) -> frozenset[Feature]:
+    """`features` as listed for clients: reasoning ("thinking") only for a model with a reasoning format (named in
+    models.yaml or seen in its chat template), since clients show a thinking switch for it. Backends declare
+    REASONING for every model they can steer; the engine refuses reasoning controls for the others."""
+    named = entry.config.reasoning_format
+    fmt = FORMATS.get(named) if named is not None else detect_reasoning_format(chat_template)
+    return features if fmt is not None else features - {Feature.REASONING}
 
 
 def capability_names(features: frozenset[Feature]) -> list[str]:

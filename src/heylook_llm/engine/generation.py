@@ -10,6 +10,7 @@ from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.activity import GenerationTrace
 from heylook_llm.engine.features import refuse_undeclared
 from heylook_llm.engine.output import OutputParser, PassThrough, output_parser_for
+from heylook_llm.engine.reasoning.stage import prepare_reasoning, reasoning_parser
 from heylook_llm.engine.router import Lease, ModelRouter
 from heylook_llm.engine.tool_calls.stage import ToolOutputParser, prepare_tools
 from heylook_llm.engine.worker import GenerationStream
@@ -118,6 +119,10 @@ def prepared(request: GenerationRequest, entry: ModelEntry, lease: Lease) -> tup
     backend = lease.worker.backend
     refuse_undeclared(request, backend.features, entry.id)
     request, tool_parser = prepare_tools(request, entry, backend.facts)
+    request, reasoning = prepare_reasoning(request, entry, backend.facts, backend.features)
     backend.check_request(request)
-    parser = ToolOutputParser(tool_parser) if tool_parser is not None else output_parser_for(entry, request)
-    return request, parser
+    tools = ToolOutputParser(tool_parser) if tool_parser is not None else None
+    if reasoning is not None:
+        # Reasoning first, then tool calls in the answer part: a call written while reasoning is not a call.
+        return request, reasoning_parser(reasoning, tools)
+    return request, tools if tools is not None else output_parser_for(entry, request)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from heylook_llm.backends import backend_key
 from heylook_llm.backends.base import ModelFacts
+from heylook_llm.backends.chat_template import check_chat_template
 from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.registry_store import RegistryStore
 from heylook_llm.config.settings import ServerSettings
@@ -34,7 +35,7 @@ from heylook_llm.engine.dashboard import (
     sample_every_second,
 )
 from heylook_llm.engine.fanout import StartGeneration
-from heylook_llm.engine.features import capability_names, expected_features
+from heylook_llm.engine.features import capability_names, expected_features, shown_features
 from heylook_llm.engine.generation import ActiveGeneration, start_generation
 from heylook_llm.engine.lifecycle import Lifecycle
 from heylook_llm.engine.metrics import MetricsRecorder
@@ -129,6 +130,8 @@ class Engine:
         context_length: int | None,
     ) -> None:
         """A new model with the weights of `base` and other defaults (Ollama's /api/create)."""
+        if chat_template is not None:
+            await asyncio.to_thread(check_chat_template, chat_template)
         await self._edit(
             lambda store: store.add_variant(
                 base.id,
@@ -302,8 +305,10 @@ class Engine:
         """What the model does: declared by its backend when loaded, else expected from its entry and files."""
         status = self.loaded_status(entry)
         if status is not None:
-            return status.features
-        return expected_features(entry, fill_in_middle=bool(info is not None and info.has_fill_in_middle))
+            return shown_features(status.features, entry, status.facts.chat_template)
+        expected = expected_features(entry, fill_in_middle=bool(info is not None and info.has_fill_in_middle))
+        template = entry.config.template_override() or (info.chat_template if info is not None else None)
+        return shown_features(expected, entry, template)
 
     # --- dashboard -----------------------------------------------------------------------------------------
     def model_states(self) -> list[ModelState]:

@@ -50,7 +50,7 @@ async def respond(
         if result.error is not None:
             raise result.error
     reply = convert.chat_response(gen, results[0].text, results[0].finish_reason, results[0].stats or GenerationStats())
-    reply["choices"] = [_choice(i, r.text, r.finish_reason, r.output.calls) for i, r in enumerate(results)]
+    reply["choices"] = [_result_choice(gen, i, r) for i, r in enumerate(results)]
     reply["usage"] = convert.usage([r.stats or GenerationStats() for r in results])
     return OrjsonResponse(reply)
 
@@ -71,8 +71,8 @@ async def _choice_events(plan: PlanRun, include_usage: bool) -> AsyncIterator[by
                 yield openai_stream_error(piece.error)
                 return
             assert piece.chunk is not None
-            if piece.chunk.text:
-                yield sse_event(_chunk(gen, created, piece.index, {"content": piece.chunk.text}))
+            for delta, logprobs in convert.chat_deltas(gen, piece.chunk):
+                yield sse_event(_chunk(gen, created, piece.index, delta, logprobs=logprobs))
             if piece.chunk.tool_calls:
                 delta = {"tool_calls": convert.tool_call_deltas(piece.chunk.tool_calls)}
                 yield sse_event(_chunk(gen, created, piece.index, delta))
@@ -95,14 +95,27 @@ def _choice(index: int, text: str, reason: FinishReason | None, calls: list[Tool
     }
 
 
+def _result_choice(gen: GenerationRequest, index: int, result: PieceResult) -> dict[str, Any]:
+    """Choice `index` of `n`: its message with reasoning and calls, and its logprobs when asked."""
+    output = result.output
+    return {
+        "index": index,
+        "message": convert.assistant_message(output.text, output.calls, output.reasoning),
+        "logprobs": convert.chat_logprobs(gen, output.logprobs),
+        "finish_reason": convert.finish_reason(output.finish_reason),
+    }
+
+
 def _chunk(
     gen: GenerationRequest,
     created: int,
     index: int,
     delta: dict[str, Any],
     reason: FinishReason | None = None,
+    *,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    chunk = convert.chat_chunk(gen, created, delta, reason)
+    chunk = convert.chat_chunk(gen, created, delta, reason, logprobs)
     chunk["choices"][0]["index"] = index
     return chunk
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -24,7 +25,7 @@ from heylook_llm.engine.fanout import StartGeneration
 from heylook_llm.engine.output import CollectedOutput
 from heylook_llm.engine.service import ActiveGeneration
 from heylook_llm.errors import HeylookError
-from heylook_llm.types import GenerationRequest, GenerationStats
+from heylook_llm.types import GenerationRequest, GenerationStats, TokenLogprob
 
 
 async def respond(
@@ -37,7 +38,9 @@ async def respond(
         return StreamingResponse(events, media_type="text/event-stream")
     outputs = await unless_disconnected(request, _collect_all(actives))
     choices = [
-        convert.completion_choice(i, _echoed(gen, body.echo) + output.text, output.finish_reason)
+        convert.completion_choice(
+            i, _echoed(gen, body.echo) + output.text, output.finish_reason, _logprobs(gen, output.logprobs, body.echo)
+        )
         for i, (gen, output) in enumerate(zip(gens, outputs, strict=True))
     ]
     stats = [output.stats or GenerationStats() for output in outputs]
@@ -72,6 +75,15 @@ def _echoed(gen: GenerationRequest, echo: bool) -> str:
     return (gen.prompt or "") if echo else ""
 
 
+def _logprobs(
+    gen: GenerationRequest, entries: list[TokenLogprob], echo: bool, offset: int = 0
+) -> dict[str, Any] | None:
+    """The legacy `logprobs` of generated tokens (null unless asked); offsets count the echoed prompt."""
+    if not gen.logprobs:
+        return None
+    return convert.completion_logprobs(entries, len(_echoed(gen, echo)) + offset)
+
+
 async def _events(
     gens: list[GenerationRequest], actives: list[ActiveGeneration], include_usage: bool, echo: bool
 ) -> AsyncIterator[bytes]:
@@ -83,9 +95,12 @@ async def _events(
             if _echoed(gen, echo):
                 choice = convert.completion_choice(index, gen.prompt or "", None)
                 yield sse_event(convert.completion_chunk(gen, created, choice))
+            offset = 0
             async for chunk in active.chunks():
-                if chunk.text or chunk.finish_reason is not None:
-                    choice = convert.completion_choice(index, chunk.text, chunk.finish_reason)
+                if chunk.text or chunk.logprobs or chunk.finish_reason is not None:
+                    logprobs = _logprobs(gen, chunk.logprobs, echo, offset)
+                    offset += sum(len(entry.text) for entry in chunk.logprobs)
+                    choice = convert.completion_choice(index, chunk.text, chunk.finish_reason, logprobs)
                     yield sse_event(convert.completion_chunk(gen, created, choice))
                 if chunk.stats is not None:
                     all_stats.append(chunk.stats)

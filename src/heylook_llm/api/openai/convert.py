@@ -23,10 +23,13 @@ from heylook_llm.errors import InvalidRequest
 from heylook_llm.types import (
     ChatMessage,
     FinishReason,
+    GenerationChunk,
     GenerationRequest,
     GenerationStats,
     GrammarSpec,
     ImageData,
+    ReasoningControl,
+    TokenLogprob,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
@@ -62,6 +65,8 @@ def _message(msg: ChatMessageIn, images: Iterator[ImageData], call_ids: dict[str
     for call in calls:
         call_ids[call.id] = call.name
     message = ChatMessage(role, content, taken, name=msg.name if role != "tool" else None, tool_calls=calls)
+    if role == "assistant":
+        message.reasoning = msg.reasoning_content or msg.reasoning
     if role == "tool":
         message.tool_call_id = msg.tool_call_id
         # Legacy `function` results carry the function's name; tool results are found by their call's id.
@@ -99,6 +104,8 @@ def chat_request(
     call_ids: dict[str, str] = {}
     messages = [_message(m, remaining, call_ids) for m in body.messages]
     tools, choice = _tools(body)
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
     return GenerationRequest(
         model_id=entry.id,
         sampling=resolve_sampling(
@@ -112,7 +119,19 @@ def chat_request(
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=body.parallel_tool_calls,
+        logprobs=body.logprobs,
+        top_logprobs=body.top_logprobs or 0,
+        reasoning=reasoning_control(body.reasoning_effort, body.max_reasoning_tokens),
     )
+
+
+def reasoning_control(effort: str | None, budget: int | None) -> ReasoningControl | None:
+    """`reasoning_effort` and the budget extension: "none" turns reasoning off, a level turns it on."""
+    if effort is None and budget is None:
+        return None
+    if effort == "none":
+        return ReasoningControl(enabled=False, max_tokens=budget)
+    return ReasoningControl(enabled=True if effort else None, effort=effort, max_tokens=budget)
 
 
 def one_constraint(body: ChatCompletionRequest | CompletionRequest) -> GrammarSpec | None:
@@ -143,6 +162,8 @@ def completion_requests(
             request_id=request_id,
             origin="openai",
             grammar=grammar,
+            logprobs=body.logprobs is not None,
+            top_logprobs=body.logprobs or 0,
         )
         for prompt in body.texts()
         for i in range(body.n)
@@ -166,10 +187,17 @@ def usage(stats: list[GenerationStats]) -> dict[str, Any]:
     }
 
 
-def assistant_message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
+def reasoning_fields(reasoning: str) -> dict[str, str]:
+    """Reasoning under both names clients read: `reasoning_content` (llama-server, DeepSeek, vLLM until 0.10) and
+    `reasoning` (vLLM now, Ollama's /v1, LM Studio, OpenRouter, mlx-lm); Open WebUI reads either."""
+    return {"reasoning_content": reasoning, "reasoning": reasoning} if reasoning else {}
+
+
+def assistant_message(text: str, calls: list[ToolCall], reasoning: str = "") -> dict[str, Any]:
     """The response message: content null when the model only called tools, as OpenAI sends it."""
     # OpenAI's ChatCompletionResponseMessage requires `refusal` (null unless the model refused).
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None, "refusal": None}
+    message.update(reasoning_fields(reasoning))
     if calls:
         message["tool_calls"] = [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls
@@ -193,12 +221,33 @@ def tool_call_deltas(deltas: list[ToolCallDelta]) -> list[dict[str, Any]]:
     return out
 
 
+def _top_json(token: str, logprob: float, piece: bytes) -> dict[str, Any]:
+    return {"token": token, "logprob": logprob, "bytes": list(piece)}
+
+
+def token_logprob_json(entry: TokenLogprob) -> dict[str, Any]:
+    """OpenAI's ChatCompletionTokenLogprob."""
+    out = _top_json(entry.text, entry.logprob, entry.piece)
+    out["top_logprobs"] = [_top_json(t.text, t.logprob, t.piece) for t in entry.top]
+    return out
+
+
+def chat_logprobs(request: GenerationRequest, entries: list[TokenLogprob]) -> dict[str, Any] | None:
+    """A choice's `logprobs`: null unless the request asked; every generated token (reasoning included)."""
+    if not request.logprobs:
+        return None
+    return {"content": [token_logprob_json(e) for e in entries], "refusal": None}
+
+
 def chat_response(
     request: GenerationRequest,
     text: str,
     reason: FinishReason | None,
     stats: GenerationStats,
     calls: list[ToolCall] | None = None,
+    *,
+    reasoning: str = "",
+    logprobs: list[TokenLogprob] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": request.request_id,
@@ -208,8 +257,8 @@ def chat_response(
         "choices": [
             {
                 "index": 0,
-                "message": assistant_message(text, calls or []),
-                "logprobs": None,
+                "message": assistant_message(text, calls or [], reasoning),
+                "logprobs": chat_logprobs(request, logprobs or []),
                 "finish_reason": finish_reason(reason),
             }
         ],
@@ -218,15 +267,37 @@ def chat_response(
 
 
 def chat_chunk(
-    request: GenerationRequest, created: int, delta: dict[str, Any], reason: FinishReason | None = None
+    request: GenerationRequest,
+    created: int,
+    delta: dict[str, Any],
+    reason: FinishReason | None = None,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     return {
         "id": request.request_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": request.model_id,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason(reason)}],
+        "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason(reason)}],
     }
+
+
+Delta = tuple[dict[str, Any], dict[str, Any] | None]
+"""A stream delta and the `logprobs` sent with it."""
+
+
+def chat_deltas(request: GenerationRequest, chunk: GenerationChunk) -> list[Delta]:
+    """A chunk's reasoning and answer text as stream deltas, each with the `logprobs` to send along (the chunk's
+    tokens go with its first delta; a chunk whose text is still held back sends them with empty content)."""
+    deltas: list[dict[str, Any]] = []
+    if chunk.reasoning:
+        deltas.append(reasoning_fields(chunk.reasoning))
+    if chunk.text:
+        deltas.append({"content": chunk.text})
+    logprobs = chat_logprobs(request, chunk.logprobs) if chunk.logprobs else None
+    if logprobs is not None and not deltas:
+        deltas.append({"content": ""})
+    return [(delta, logprobs if i == 0 else None) for i, delta in enumerate(deltas)]
 
 
 def usage_chunk(request: GenerationRequest, created: int, obj: str, stats: list[GenerationStats]) -> dict[str, Any]:
@@ -240,8 +311,24 @@ def usage_chunk(request: GenerationRequest, created: int, obj: str, stats: list[
     }
 
 
-def completion_choice(index: int, text: str, reason: FinishReason | None) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason(reason)}
+def completion_logprobs(entries: list[TokenLogprob], offset: int) -> dict[str, Any]:
+    """The legacy completions shape; `offset`: where the first token's text starts in the choice's text."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.text)
+    return {
+        "tokens": [e.text for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [{t.text: t.logprob for t in e.top} for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def completion_choice(
+    index: int, text: str, reason: FinishReason | None, logprobs: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason(reason)}
 
 
 def completion_response(

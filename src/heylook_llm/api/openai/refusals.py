@@ -19,8 +19,6 @@ from heylook_llm.api.openai.schemas import (
 )
 from heylook_llm.errors import UnsupportedParameter
 
-NO_LOGPROBS = "log probabilities are not available yet"
-
 
 def _not_null(value: Any) -> bool:
     # For fields where an empty object already asks for the feature (web_search_options: {} turns search on).
@@ -32,13 +30,10 @@ def _beyond_text(value: Any) -> bool:
 
 
 CHAT_REFUSED = (
-    Refused("logprobs", NO_LOGPROBS),
-    Refused("top_logprobs", NO_LOGPROBS),
     Refused("audio", "audio output is not available; the models here write text"),
     Refused("modalities", 'only ["text"]', _beyond_text),
     Refused("prediction", "predicted outputs are not available"),
     Refused("web_search_options", "this server has no web search", _not_null),
-    Refused("reasoning_effort", "only 'none' (reasoning controls are not available yet)", is_not("none")),
     Refused("verbosity", "only 'medium' (the default)", is_not("medium")),
     Refused("service_tier", "only 'auto' or 'default': there is one tier here", is_not("auto", "default")),
     Refused("store", "completions are not stored here; send store: false or leave it out"),
@@ -57,13 +52,22 @@ CHAT_NO_EFFECT = (
 """Chat completion fields that change nothing on a local server: accepted, no effect."""
 
 MESSAGE_REFUSED = (Refused("audio", "audio in the history is not available"),)
-MESSAGE_KNOWN = ("role", "content", "name", "refusal", "tool_calls", "tool_call_id", "function_call")
+MESSAGE_KNOWN = (
+    "role",
+    "content",
+    "name",
+    "refusal",
+    "tool_calls",
+    "tool_call_id",
+    "function_call",
+    "reasoning_content",
+    "reasoning",
+)
 
 STREAM_OPTIONS_REFUSED = (Refused("include_obfuscation", "stream obfuscation is not available"),)
 
 COMPLETION_REFUSED = (
     Refused("best_of", "only 1: generate several choices and pick one yourself", is_not(1)),
-    Refused("logprobs", NO_LOGPROBS, _not_null),
 )
 COMPLETION_NO_EFFECT = ("user",)
 

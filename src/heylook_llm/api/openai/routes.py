@@ -120,7 +120,13 @@ async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upl
         return StreamingResponse(_chat_events(gen, active, include_usage), media_type="text/event-stream")
     output = await unless_disconnected(request, collect(active))
     reply = convert.chat_response(
-        gen, output.text, output.finish_reason, output.stats or GenerationStats(), output.calls
+        gen,
+        output.text,
+        output.finish_reason,
+        output.stats or GenerationStats(),
+        output.calls,
+        reasoning=output.reasoning,
+        logprobs=output.logprobs,
     )
     return OrjsonResponse(reply)
 
@@ -130,8 +136,8 @@ async def _chat_events(gen: GenerationRequest, active: ActiveGeneration, include
     try:
         yield sse_event(convert.chat_chunk(gen, created, {"role": "assistant", "content": ""}))
         async for chunk in active.chunks():
-            if chunk.text:
-                yield sse_event(convert.chat_chunk(gen, created, {"content": chunk.text}))
+            for delta, logprobs in convert.chat_deltas(gen, chunk):
+                yield sse_event(convert.chat_chunk(gen, created, delta, logprobs=logprobs))
             if chunk.tool_calls:
                 delta = {"tool_calls": convert.tool_call_deltas(chunk.tool_calls)}
                 yield sse_event(convert.chat_chunk(gen, created, delta))

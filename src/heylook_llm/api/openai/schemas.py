@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from heylook_llm.api.images import ResizeFields
 from heylook_llm.engine.batch import ProcessingMode
-from heylook_llm.types import GrammarSpec, ResponseFormat, SamplingOverrides
+from heylook_llm.types import MAX_TOP_LOGPROBS, GrammarSpec, ResponseFormat, SamplingOverrides
 
 MAX_CHOICES = 16
 """Largest `n` a chat request may ask for (each choice is a sequence in the model's queue)."""
@@ -80,6 +80,10 @@ class ChatMessageIn(_Open):
     """Role "tool": the call this result answers."""
     function_call: FunctionCallIn | None = None
     """Legacy assistant turns: one function call."""
+    reasoning_content: str | None = None
+    """Assistant turns: reasoning sent back (llama-server's and DeepSeek's name); the template decides its fate."""
+    reasoning: str | None = None
+    """Assistant turns: reasoning sent back (vLLM's, Ollama's /v1 and LM Studio's name)."""
 
 
 class FunctionDefinition(_Open):
@@ -229,6 +233,18 @@ class ChatCompletionRequest(SamplingFields, ResizeFields):
         default=True, description="Extension, batch modes: one chat.completion per group (else joined choices)"
     )
     include_timing: bool = Field(default=False, description="Extension, batch modes: add measured timing")
+    logprobs: bool = Field(default=False, description="Log probability of each output token (docs/logprobs.md)")
+    top_logprobs: int | None = Field(
+        default=None, ge=0, le=MAX_TOP_LOGPROBS, description="With logprobs: the N most likely tokens at each position"
+    )
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = Field(
+        default=None,
+        description="Reasoning models: none turns reasoning off; levels go to templates that take them "
+        "(docs/reasoning.md)",
+    )
+    max_reasoning_tokens: int | None = Field(
+        default=None, ge=0, description="Extension: reasoning budget; when spent the reasoning is closed"
+    )
 
     @field_validator("processing_mode")
     @classmethod
@@ -253,6 +269,12 @@ class CompletionRequest(SamplingFields):
         default=1, ge=1, le=MAX_CHOICES, description="Choices per prompt; with a seed, choice i uses seed + i"
     )
     echo: bool = Field(default=False, description="Put the prompt before each choice's text")
+    logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_TOP_LOGPROBS,
+        description="Log probability of each output token, with this many most likely alternatives (OpenAI: up to 5)",
+    )
     suffix: str | None = Field(
         default=None, description="Text after the insertion point: fill-in-the-middle, for models with FIM tokens"
     )
