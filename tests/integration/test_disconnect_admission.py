@@ -74,11 +74,11 @@ def test_a_client_that_leaves_while_queued_is_dropped(one_slot: ServerProcess, s
     dropped_before = server.log().count(DROPPED)
     finished_before = _metric(server, "heylook_generations_total", "slow")
     body = {"model": "slow", "prompt": "queued", "max_tokens": 50, "stream": stream}
+    url = f"{server.base_url}/v1/completions"
     for _ in range(3):
-        with pytest.raises(httpx.ReadTimeout):
-            # The slot is busy: the request waits in the queue until the client gives up and disconnects.
-            with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, timeout=0.5) as reply:
-                reply.read()
+        # The slot is busy: the request waits in the queue until the client gives up and disconnects.
+        with pytest.raises(httpx.ReadTimeout), httpx.stream("POST", url, json=body, timeout=0.5) as reply:
+            reply.read()
     _wait_for(lambda: server.log().count(DROPPED) == dropped_before + 3)
     stop.set()
     blocker.join(30)

@@ -96,7 +96,9 @@ def test_show_says_what_is_wrong_with_a_broken_file(
         ("garbage", "llama.cpp could not load garbage.gguf:"),
     ],
 )
-def test_a_load_error_gives_llama_cpps_reason(models_server: tuple[ServerProcess, Path], model: str, reason: str) -> None:
+def test_a_load_error_gives_llama_cpps_reason(
+    models_server: tuple[ServerProcess, Path], model: str, reason: str
+) -> None:
     server, folder = models_server
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     reply = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60)

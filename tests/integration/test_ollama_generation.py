@@ -20,8 +20,10 @@ HELLO = [{"role": "user", "content": "Say hello to the tests"}]
 GREEDY = {"temperature": 0, "num_predict": 12}
 SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"age": {"type": "integer"}, "available": {"type": "boolean"}},
+    "properties": {"age": {"type": "integer", "minimum": 0, "maximum": 150}, "available": {"type": "boolean"}},
     "required": ["age", "available"],
+    # Without it, random weights invent keys until num_predict runs out.
+    "additionalProperties": False,
 }
 
 
@@ -139,7 +141,8 @@ def test_format_schema_output_parses_and_validates(ollama: Client) -> None:
         options = {"temperature": 0.8, "seed": seed, "num_predict": 400}
         reply = ollama.chat(model="demo-gguf", messages=HELLO, format=SCHEMA, options=options)
         assert reply.done_reason == "stop"
-        _validates(orjson.loads(reply.message.content or ""))
+        # json, not orjson: the grammar allows exponents like 1E852, valid JSON beyond a double's range.
+        _validates(json.loads(reply.message.content or ""))
     generated = ollama.generate(model="demo-gguf", prompt="Age?", format=SCHEMA, options={"temperature": 0})
     _validates(orjson.loads(generated.response or ""))
 
@@ -148,7 +151,7 @@ def test_format_json_output_is_a_json_object(ollama: Client) -> None:
     # JSON mode leaves strings unbounded, and random weights ramble inside them: of a few seeded samples at
     # least one must close its object (a seed that does is known), and every one must stay JSON-shaped.
     finished = []
-    for seed in (4, 5, 3):
+    for seed in (5, 6, 3):
         options = {"temperature": 1.5, "seed": seed, "num_predict": 1500}
         reply = ollama.generate(model="demo-gguf", prompt="JSON please", format="json", options=options)
         assert (reply.response or "").startswith("{")
@@ -164,7 +167,8 @@ def test_format_on_mlx_is_honoured_or_clearly_refused(ollama: Client) -> None:
     except ResponseError as err:
         assert err.status_code == 400 and "format" in err.error
     else:
-        _validates(orjson.loads(reply.message.content or ""))
+        # json, not orjson: the grammar allows exponents like 1E852, valid JSON beyond a double's range.
+        _validates(json.loads(reply.message.content or ""))
 
 
 def test_bad_schema_is_a_400_naming_format(server: ServerProcess) -> None:
@@ -253,17 +257,10 @@ def test_resource_options_are_accepted_and_unimplemented_samplers_refused(ollama
         assert err.value.status_code == 400 and f"options.{name}" in err.value.error
 
 
-def test_tool_history_is_refused_not_dropped(ollama: Client) -> None:
-    history = [*HELLO, {"role": "tool", "content": "42", "tool_name": "answer"}]
-    with pytest.raises(ResponseError) as err:
-        ollama.chat(model="demo-gguf", messages=history, options=GREEDY)
-    assert err.value.status_code == 400 and "messages[1]" in err.value.error
-
-
 def test_load_only_requests_are_checked_too(server: ServerProcess) -> None:
     # An empty chat only loads the model, but a field it cannot honour is still refused, not dropped.
     for path, body in (
-        ("/api/chat", {"model": "demo-gguf", "messages": [], "think": True}),
+        ("/api/chat", {"model": "demo-gguf", "messages": [], "options": {"typical_p": 0.5}}),
         ("/api/generate", {"model": "demo-gguf", "options": {"mirostat": 1}}),
     ):
         response = httpx.post(f"{server.base_url}{path}", json=body, timeout=60)

@@ -13,26 +13,24 @@ from tests.support.server import ServerProcess
 pytestmark = pytest.mark.integration
 
 HELLO = [{"role": "user", "content": "hi"}]
-TOOL = {
-    "type": "function",
-    "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
-}
 
 
-def test_tools_are_refused_not_dropped(client: OpenAI) -> None:
+def test_unimplemented_fields_are_refused_not_dropped(client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as err:
-        client.chat.completions.create(model="demo-gguf", messages=HELLO, tools=[TOOL], max_tokens=4)  # type: ignore[list-item]
+        client.chat.completions.create(
+            model="demo-gguf", messages=HELLO, max_tokens=4, extra_body={"audio": {"voice": "x", "format": "wav"}}
+        )
     assert err.value.status_code == 400
     body = err.value.body
-    assert isinstance(body, dict) and body["param"] == "tools" and body["code"] == "unsupported_parameter"
+    assert isinstance(body, dict) and body["param"] == "audio" and body["code"] == "unsupported_parameter"
 
 
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
         ({"tool_choice": "required"}, "tool_choice"),
-        ({"parallel_tool_calls": True, "tools": [TOOL]}, "tools"),
-        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
+        ({"web_search_options": {}}, "web_search_options"),
+        ({"prediction": {"type": "content", "content": "x"}}, "prediction"),
         ({"logprobs": True, "top_logprobs": 2}, "logprobs"),
         ({"top_logprobs": 2}, "top_logprobs"),
     ],

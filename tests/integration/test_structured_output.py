@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 from ollama import Client
 from openai import OpenAI
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from tests.support.server import ServerProcess
 
@@ -120,8 +120,9 @@ def test_ollama_format_json_and_schema(server: ServerProcess, model: str) -> Non
 
 
 class Answer(BaseModel):
-    city: str
-    population: int
+    # Bounded so that random weights finish within max_tokens; the SDK sends the schema with strict: true.
+    city: str = Field(max_length=12)
+    population: int = Field(ge=0, le=10**9)
     capital: bool
 
 

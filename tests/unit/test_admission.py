@@ -61,7 +61,9 @@ class CountingBackend(FakeBackend):
 
 
 def _router(world: FakeWorld, queue_limit: int = 64) -> ModelRouter:
-    registry = parse_registry({"models": [{"id": "m", "provider": "llama_cpp", "config": {"model_path": "m.gguf"}}]}, None)
+    registry = parse_registry(
+        {"models": [{"id": "m", "provider": "llama_cpp", "config": {"model_path": "m.gguf"}}]}, None
+    )
     settings = dataclasses.replace(ServerSettings(), max_queued_requests_per_model=queue_limit)
     return ModelRouter(registry, settings, world.factory)
 

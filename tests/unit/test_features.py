@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 
 from heylook_llm.config.registry import parse_registry
-from heylook_llm.engine.features import capability_names, expected_features, refuse_undeclared, requested_features
+from heylook_llm.engine.features import (
+    capability_names,
+    expected_features,
+    refuse_undeclared,
+    requested_features,
+    shown_features,
+)
 from heylook_llm.errors import CapabilityError
 from heylook_llm.types import (
     ChatMessage,
@@ -95,9 +101,13 @@ def test_expected_features_follow_the_configuration() -> None:
         None,
     )
     chat, embed, see, mlx = registry.models
-    assert capability_names(expected_features(chat, fill_in_middle=True)) == ["completion", "insert"]
+    expected = expected_features(chat, fill_in_middle=True)
+    # Backends declare reasoning for every model they load; "thinking" is shown only where the model has a
+    # reasoning format (a template with <think>, or reasoning_format in models.yaml).
+    assert capability_names(shown_features(expected, chat, None)) == ["completion", "insert"]
+    assert capability_names(shown_features(expected, chat, "{{ '<think>' }}")) == ["completion", "insert", "thinking"]
     assert capability_names(expected_features(embed)) == ["embedding"]
-    assert capability_names(expected_features(see)) == ["completion", "vision"]
+    assert capability_names(shown_features(expected_features(see), see, None)) == ["completion", "vision"]
     assert Feature.RESPONSE_FORMAT in expected_features(mlx) and Feature.FILL_IN_MIDDLE not in expected_features(mlx)
 
 

@@ -135,9 +135,6 @@ def test_format_json_and_schema_become_the_neutral_response_format() -> None:
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"think": True}, "think"),
-        ({"logprobs": True}, "logprobs"),
-        ({"top_logprobs": 3}, "top_logprobs"),
         ({"options": {"mirostat": 2}}, "options.mirostat"),
         ({"options": {"typical_p": 0.5}}, "options.typical_p"),
         ({"options": {"tfs_z": 0.9}}, "options.tfs_z"),

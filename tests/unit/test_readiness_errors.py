@@ -11,14 +11,17 @@ from heylook_llm.api.app import create_app
 from heylook_llm.config.registry import parse_registry
 from heylook_llm.config.settings import ServerSettings
 from tests.support.fake_backend import FakeWorld
+from tests.support.inprocess import LOCAL_BASE_URL
 
 pytestmark = pytest.mark.unit
 
 
 def _client(world: FakeWorld, startup: str | None) -> TestClient:
-    registry = parse_registry({"models": [{"id": "m", "provider": "llama_cpp", "config": {"model_path": "m.gguf"}}]}, None)
+    registry = parse_registry(
+        {"models": [{"id": "m", "provider": "llama_cpp", "config": {"model_path": "m.gguf"}}]}, None
+    )
     settings = ServerSettings(startup_model_id=startup)
-    return TestClient(create_app(settings, registry, backend_factory=world.factory))
+    return TestClient(create_app(settings, registry, backend_factory=world.factory), base_url=LOCAL_BASE_URL)
 
 
 def test_ready_is_503_while_the_startup_model_loads_then_200() -> None:
@@ -57,7 +60,7 @@ def test_an_unexpected_error_answers_a_generic_message_with_an_id() -> None:
     async def boom() -> None:
         raise RuntimeError("/home/secret/models/x.gguf exploded")
 
-    with TestClient(client.app, raise_server_exceptions=False) as raw:
+    with TestClient(client.app, raise_server_exceptions=False, base_url=LOCAL_BASE_URL) as raw:
         reply = raw.get("/v1/boom")
     assert reply.status_code == 500
     message = reply.json()["error"]["message"]

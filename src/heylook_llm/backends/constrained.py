@@ -23,9 +23,9 @@ from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import GrammarSpec, ResponseFormat
 
 JSON_OPTIONS: dict[str, Any] = {
-    # As llama.cpp's JSON grammar: between JSON tokens nothing, one space, or a newline and an indent. Unbounded
-    # whitespace lets a small model fill max_tokens with it.
-    "whitespace_pattern": r"(?:[\x20]?|\x0A[\x20\x09]{0,20})",
+    # Between JSON tokens: nothing, one space, or a newline and an indent of up to 8 spaces. Unbounded whitespace
+    # lets a small model fill max_tokens with it; deeper pretty-printing becomes shallower, still valid JSON.
+    "whitespace_pattern": r"(?:\x20?|\x0A\x20{0,8})",
 }
 """llguidance's JSON compile options for every schema (it refuses unknown keywords by default)."""
 

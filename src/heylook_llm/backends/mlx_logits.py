@@ -60,9 +60,8 @@ class ReasoningProcessor:
             logits = self._grammar(tokens, logits)
         forced = self.gate.forced_token()
         if forced is not None and forced < logits.shape[-1] and bool(mx.isfinite(logits[..., forced]).all()):
-            width = logits.shape[-1]
-            only = mx.arange(width) == forced
-            logits = mx.where(only, mx.array(0.0, dtype=logits.dtype), mx.array(-mx.inf, dtype=logits.dtype))
+            only = mx.arange(logits.shape[-1]) == forced
+            logits = mx.where(only, mx.zeros_like(logits), mx.full(logits.shape, -mx.inf, dtype=logits.dtype))
         return logits
 
 

@@ -32,6 +32,7 @@ from heylook_llm.demo.tokenizer import (
     EOS_TOKEN,
     HERMES_TOOLS_TEMPLATE,
     SPECIAL_TOKENS,
+    THINK_TEMPLATE,
     TrainedTokenizer,
     train_tokenizer,
 )
@@ -67,9 +68,11 @@ __all__ = [
     "write_vision_projector_gguf",
 ]
 
-DEMO_FORMAT_VERSION = "6"
+DEMO_FORMAT_VERSION = "7"
 DEMO_TOOLS_GGUF = "demo-tools-gguf.gguf"
 DEMO_TOOLS_MLX_DIR = "demo-tools-mlx"
+DEMO_THINK_GGUF = "demo-think-gguf.gguf"
+DEMO_THINK_MLX_DIR = "demo-think-mlx"
 
 
 def _models_yaml() -> str:
@@ -115,6 +118,19 @@ models:
     tags: [demo, chat, tools]
     config:
       model_path: {DEMO_TOOLS_MLX_DIR}
+  - id: demo-think-gguf
+    provider: llama_cpp
+    description: The demo-gguf weights with a <think> reasoning template, as DeepSeek-R1's and Qwen3's (GGUF)
+    tags: [demo, chat, reasoning]
+    config:
+      model_path: {DEMO_THINK_GGUF}
+      n_ctx: 2048
+  - id: demo-think-mlx
+    provider: mlx
+    description: The demo-gguf weights with a <think> reasoning template, as DeepSeek-R1's and Qwen3's (MLX folder)
+    tags: [demo, chat, reasoning]
+    config:
+      model_path: {DEMO_THINK_MLX_DIR}
   - id: demo-vision-mlx
     provider: mlx
     description: Tiny random-weight llava model (CLIP vision tower, demo llama) for images through mlx-vlm
@@ -151,6 +167,9 @@ def write_demo_models(output: Path) -> Path:
         output / DEMO_TOOLS_GGUF, shape, chat, tokenizer, name="demo-tools", chat_template=HERMES_TOOLS_TEMPLATE
     )
     write_mlx_model(output / DEMO_TOOLS_MLX_DIR, shape, chat, tokenizer, chat_template=HERMES_TOOLS_TEMPLATE)
+    # And with a think section, so reasoning runs on both backends.
+    write_llama_gguf(output / DEMO_THINK_GGUF, shape, chat, tokenizer, name="demo-think", chat_template=THINK_TEMPLATE)
+    write_mlx_model(output / DEMO_THINK_MLX_DIR, shape, chat, tokenizer, chat_template=THINK_TEMPLATE)
     write_vision_mlx_model(output / DEMO_VISION_MLX_DIR, shape, tokenizer)
     write_vision_projector_gguf(output / DEMO_VISION_GGUF_PROJECTOR, shape.hidden)
     yaml_path = output / "models.yaml"
@@ -164,8 +183,8 @@ def demo_models_current(output: Path) -> bool:
     if not yaml_path.is_file():
         return False
     head = yaml_path.read_text(encoding="utf-8").splitlines()[:1]
-    files = ["demo-gguf.gguf", "demo-embed-gguf.gguf", DEMO_TOOLS_GGUF]
-    files += [f"{DEMO_TOOLS_MLX_DIR}/{name}" for name in MLX_MODEL_FILES]
+    files = ["demo-gguf.gguf", "demo-embed-gguf.gguf", DEMO_TOOLS_GGUF, DEMO_THINK_GGUF]
+    files += [f"{folder}/{name}" for folder in (DEMO_TOOLS_MLX_DIR, DEMO_THINK_MLX_DIR) for name in MLX_MODEL_FILES]
     files += [f"{folder}/{name}" for folder in (DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR) for name in MLX_MODEL_FILES]
     files += [f"{DEMO_VISION_MLX_DIR}/{name}" for name in VISION_MODEL_FILES]
     files.append(DEMO_VISION_GGUF_PROJECTOR)

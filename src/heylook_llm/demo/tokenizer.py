@@ -35,6 +35,27 @@ HERMES_TOOLS_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 """ChatML with Hermes/Qwen-style tool calls (`<tool_call>` blocks): the demo tool models' template."""
+THINK_TEMPLATE = (
+    "{% set ns = namespace(last_user=-1) %}"
+    "{% for message in messages %}{% if message.role == 'user' %}{% set ns.last_user = loop.index0 %}{% endif %}"
+    "{% endfor %}"
+    "{% if reasoning_effort is defined %}<|im_start|>system\nReasoning effort: {{ reasoning_effort }}<|im_end|>\n"
+    "{% endif %}"
+    "{% for message in messages %}"
+    "{% if message.role == 'assistant' %}<|im_start|>assistant\n"
+    "{% if message.reasoning_content and loop.index0 > ns.last_user %}"
+    "<think>\n{{ message.reasoning_content }}\n</think>\n\n{% endif %}"
+    "{{ message.content }}<|im_end|>\n"
+    "{% else %}<|im_start|>{{ message.role }}\n{{ message.content }}<|im_end|>\n{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and not enable_thinking %}<think>\n\n</think>\n\n"
+    "{% else %}<think>\n{% endif %}{% endif %}"
+)
+"""ChatML with a think section, as DeepSeek-R1's and Qwen3's templates write it: the generation prompt opens
+`<think>` (so even random weights start by reasoning), `enable_thinking` false writes an empty section instead,
+`reasoning_effort` goes into a system line, and earlier turns' reasoning is dropped (kept only for assistant turns
+after the last user message, as between tool calls): the demo reasoning models' template."""
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 EOS_TOKEN = "<|im_end|>"
 BOS_TOKEN = "<|endoftext|>"

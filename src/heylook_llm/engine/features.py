@@ -22,7 +22,7 @@ _WHY_NOT: dict[Feature, str] = {
     Feature.CONTEXT_TOKENS: "it cannot continue from token ids (context)",
     Feature.TOOLS: "tool calling is not available for it",
     Feature.LOGPROBS: "log probabilities are not available for it",
-    Feature.REASONING: "reasoning controls are not available for it",
+    Feature.REASONING: "reasoning controls (think, reasoning_effort, max_reasoning_tokens) are not available for it",
 }
 
 _PARAM: dict[Feature, str] = {
@@ -82,7 +82,6 @@ def expected_features(entry: ModelEntry, *, fill_in_middle: bool = False) -> fro
             Feature.COMPLETION,
             Feature.RESPONSE_FORMAT,
             Feature.CONTEXT_TOKENS,
-            Feature.TOOLS,
             Feature.LOGPROBS,
             Feature.REASONING,
         }
@@ -97,7 +96,7 @@ def expected_features(entry: ModelEntry, *, fill_in_middle: bool = False) -> fro
         text = {Feature.CHAT, Feature.COMPLETION, Feature.CONTEXT_TOKENS}
         if config.draft_model_path is not None:
             return frozenset(text)
-        return frozenset({*text, Feature.RESPONSE_FORMAT, Feature.TOOLS, Feature.LOGPROBS, Feature.REASONING})
+        return frozenset({*text, Feature.RESPONSE_FORMAT, Feature.LOGPROBS, Feature.REASONING})
     return frozenset()
 
 

@@ -25,6 +25,7 @@ from heylook_llm.config.paths import config_paths, without_local_paths
 from heylook_llm.config.registry import ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.metrics import MetricsRecorder, ModelLoadState
+from heylook_llm.engine.threads import ThreadHost
 from heylook_llm.engine.worker import ModelWorker
 from heylook_llm.errors import HeylookError, InvalidRequest, ModelLoadError, ModelNotFound, ServerBusy
 
@@ -107,6 +108,8 @@ class ModelRouter:
         self._released = asyncio.Event()
         self._expiry_changed = asyncio.Event()
         self._expiry_task: asyncio.Task[None] | None = None
+        self._threads = ThreadHost()
+        """The workers' threads, reused from one load to the next (see engine/threads.py)."""
         self.loads = 0
         self.evictions = 0
         self.expirations = 0
@@ -237,6 +240,7 @@ class ModelRouter:
         async with self._load_lock:
             for key in list(self._loaded):
                 await self._unload(key)
+        self._threads.close()
 
     def _checkout(self, entry: ModelEntry, keep_alive: float) -> LoadedModel | None:
         key = entry.load_key()
@@ -262,7 +266,9 @@ class ModelRouter:
             try:
                 # Importing a backend (mlx-lm pulls in transformers) takes a second: keep it off the event loop.
                 backend = await asyncio.to_thread(self._backend_factory, entry, self.settings)
-                worker = ModelWorker(backend, stream_interval=self.settings.stream_interval_seconds)
+                worker = ModelWorker(
+                    backend, stream_interval=self.settings.stream_interval_seconds, threads=self._threads
+                )
                 log.info("loading model '%s' (%s)", entry.id, entry.provider)
                 await worker.start()
             except ModelLoadError as exc:

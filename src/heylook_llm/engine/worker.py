@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from heylook_llm.backends.base import Backend
+from heylook_llm.engine.threads import ThreadHost
 from heylook_llm.errors import GenerationFailed, HeylookError, ModelLoadError
 from heylook_llm.types import EmbeddingInputs, EmbeddingResult, GenerationChunk, GenerationRequest
 
@@ -193,7 +194,9 @@ class _Stop:
 class ModelWorker:
     """Owns a backend on its own thread: loading, generation, embeddings and unloading all run there."""
 
-    def __init__(self, backend: Backend, max_parallel: int = 1, stream_interval: float = 0.0) -> None:
+    def __init__(
+        self, backend: Backend, max_parallel: int = 1, stream_interval: float = 0.0, threads: ThreadHost | None = None
+    ) -> None:
         self.backend = backend
         self.model_id = backend.entry.id
         self.max_parallel = max_parallel
@@ -201,7 +204,9 @@ class ModelWorker:
         """Least seconds between two chunks of one stream while tokens come faster (see GenerationStream)."""
         self._last_step_seconds = 0.0
         self._jobs: queue.SimpleQueue[_GenerateJob | _CallJob | _Stop] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=f"model-{self.model_id}", daemon=True)
+        self._threads = threads if threads is not None else ThreadHost()
+        self._finished: threading.Event | None = None
+        """Set once the worker's loop has ended and its thread is back with the host (None before `start`)."""
         self._pending_lock = threading.Lock()
         self._live: set[GenerationStream] = set()
         """Streams queued or running: they count against the queue limit until retired."""
@@ -222,7 +227,7 @@ class ModelWorker:
 
     async def start(self) -> None:
         """Start the thread and load the model on it; raises ModelLoadError."""
-        self._thread.start()
+        self._finished = self._threads.run(self._run, f"model-{self.model_id}")
         started = time.perf_counter()
         try:
             await self.call(lambda backend: backend.load())
@@ -282,10 +287,11 @@ class ModelWorker:
 
     async def stop(self) -> None:
         """Unload the model and end the thread; waits for the thread without blocking the loop."""
-        if not self._thread.is_alive():
+        finished = self._finished
+        if finished is None or finished.is_set():
             return
         self._jobs.put(_Stop())
-        await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(finished.wait)
 
     # --- worker thread ------------------------------------------------------------------------
     def _run(self) -> None:
@@ -368,8 +374,9 @@ class ModelWorker:
                     wake.append(stream)
                 self._end(active, item)
             # Empty pieces (a held-back stop prefix, half a UTF-8 character) are dropped, except the first,
-            # which tells the API that the prompt was accepted so that it may start the response.
-            elif result.text or not item.first_sent:
+            # which tells the API that the prompt was accepted so that it may start the response, and those
+            # carrying their token's log probability.
+            elif result.text or result.logprobs or not item.first_sent:
                 item.first_sent = True
                 if stream.offer(result):
                     wake.append(stream)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, ModelEntry, Registry, RegistryError, parse_registry
-from heylook_llm.engine.features import capability_names, expected_features
+from heylook_llm.engine.features import capability_names, expected_features, shown_features
 from heylook_llm.importer.detect import SHARD_NAME, starts_with_gguf_magic
 
 
@@ -42,7 +42,8 @@ def files_size(entry: ModelEntry) -> int | None:
 
 
 def capabilities(entry: ModelEntry) -> tuple[str, ...]:
-    return tuple(capability_names(expected_features(entry)))
+    features = shown_features(expected_features(entry), entry, entry.config.template_override())
+    return tuple(capability_names(features))
 
 
 def model_rows(registry: Registry) -> list[ModelRow]:

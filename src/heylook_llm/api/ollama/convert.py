@@ -25,8 +25,10 @@ from heylook_llm.types import (
     GenerationStats,
     GrammarSpec,
     ImageData,
+    ReasoningControl,
     ResponseFormat,
     SamplingOverrides,
+    TokenLogprob,
     ToolCall,
     ToolCallDelta,
     ToolChoice,
@@ -105,6 +107,25 @@ def grammar_spec(body: ChatRequest | GenerateRequest) -> GrammarSpec | None:
     if body.regex is not None:
         return GrammarSpec("regex", body.regex, "regex")
     return None
+
+
+def reasoning_control(body: ChatRequest | GenerateRequest) -> ReasoningControl | None:
+    """`think` (true, false or a level) and the budget extension as the neutral reasoning control."""
+    think, budget = body.think, body.max_reasoning_tokens
+    if think is None and budget is None:
+        return None
+    if think is None:
+        return ReasoningControl(max_tokens=budget)
+    if think in (False, "", "false"):
+        return ReasoningControl(enabled=False, max_tokens=budget)
+    effort = think if isinstance(think, str) and think != "true" else None
+    return ReasoningControl(enabled=True, effort=effort, max_tokens=budget)
+
+
+def _logprob_fields(body: ChatRequest | GenerateRequest) -> dict[str, Any]:
+    if body.top_logprobs and not body.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs: true", param="top_logprobs")
+    return {"logprobs": bool(body.logprobs), "top_logprobs": body.top_logprobs or 0}
 
 
 def _refuse_unsupported(body: ChatRequest | GenerateRequest) -> None:
@@ -188,6 +209,8 @@ def chat_request(
         origin="ollama",
         response_format=response_format(body.format),
         grammar=grammar_spec(body),
+        reasoning=reasoning_control(body),
+        **_logprob_fields(body),
     )
 
 
@@ -222,6 +245,8 @@ def generate_request(
         context_tokens=list(body.context) if body.context else None,
         # Ollama returns no context for raw prompts: the caller owns the formatting there.
         return_tokens=not body.raw,
+        reasoning=reasoning_control(body),
+        **_logprob_fields(body),
     )
     prompt = body.prompt or ""
     if body.suffix:
@@ -270,15 +295,46 @@ def measurements(stats: GenerationStats, total_seconds: float) -> dict[str, int]
     }
 
 
-def chat_piece(model: str, text: str, calls: list[ToolCallDelta] | None = None) -> dict[str, Any]:
+def logprobs_json(entries: list[TokenLogprob]) -> list[dict[str, Any]]:
+    """Ollama's `logprobs` (0.12 and later): one entry per generated token, with its `top_logprobs` when asked."""
+    out = []
+    for entry in entries:
+        item: dict[str, Any] = {"token": entry.text, "logprob": entry.logprob, "bytes": list(entry.piece)}
+        if entry.top:
+            item["top_logprobs"] = [{"token": t.text, "logprob": t.logprob, "bytes": list(t.piece)} for t in entry.top]
+        out.append(item)
+    return out
+
+
+def chat_piece(
+    model: str,
+    text: str,
+    calls: list[ToolCallDelta] | None = None,
+    *,
+    thinking: str = "",
+    logprobs: list[TokenLogprob] | None = None,
+) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking:
+        message["thinking"] = thinking
     if calls:
         message["tool_calls"] = tool_calls_json(calls)
-    return {"model": model, "created_at": timestamp(), "message": message, "done": False}
+    piece: dict[str, Any] = {"model": model, "created_at": timestamp(), "message": message, "done": False}
+    if logprobs:
+        piece["logprobs"] = logprobs_json(logprobs)
+    return piece
 
 
-def generate_piece(model: str, text: str) -> dict[str, Any]:
-    return {"model": model, "created_at": timestamp(), "response": text, "done": False}
+def generate_piece(
+    model: str, text: str, *, thinking: str = "", logprobs: list[TokenLogprob] | None = None
+) -> dict[str, Any]:
+    piece: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": text}
+    if thinking:
+        piece["thinking"] = thinking
+    piece["done"] = False
+    if logprobs:
+        piece["logprobs"] = logprobs_json(logprobs)
+    return piece
 
 
 def chat_final(
@@ -288,11 +344,16 @@ def chat_final(
     stats: GenerationStats,
     total_seconds: float,
     calls: list[ToolCall] | None = None,
+    *,
+    thinking: str = "",
+    logprobs: list[TokenLogprob] | None = None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking:
+        message["thinking"] = thinking
     if calls:
         message["tool_calls"] = tool_calls_json(calls)
-    return {
+    final: dict[str, Any] = {
         "model": model,
         "created_at": timestamp(),
         "message": message,
@@ -300,6 +361,9 @@ def chat_final(
         "done_reason": done_reason(reason),
         **measurements(stats, total_seconds),
     }
+    if logprobs:
+        final["logprobs"] = logprobs_json(logprobs)
+    return final
 
 
 def generate_final(
@@ -309,17 +373,19 @@ def generate_final(
     stats: GenerationStats,
     total_seconds: float,
     context: list[int] | None,
+    *,
+    thinking: str = "",
+    logprobs: list[TokenLogprob] | None = None,
 ) -> dict[str, Any]:
-    final: dict[str, Any] = {
-        "model": model,
-        "created_at": timestamp(),
-        "response": text,
-        "done": True,
-        "done_reason": done_reason(reason),
-    }
+    final: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": text}
+    if thinking:
+        final["thinking"] = thinking
+    final.update({"done": True, "done_reason": done_reason(reason)})
     if context is not None:
         final["context"] = context
     final.update(measurements(stats, total_seconds))
+    if logprobs:
+        final["logprobs"] = logprobs_json(logprobs)
     return final
 
 

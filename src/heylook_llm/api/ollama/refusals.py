@@ -6,8 +6,6 @@ effect, or refused with a 400 naming it. docs/compatibility.md is the same list 
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 
 from heylook_llm.api.fields import Refused, check_fields, field_values, is_not
@@ -21,20 +19,10 @@ from heylook_llm.api.ollama.schemas import (
     Options,
 )
 
-
-def _thinks(value: Any) -> bool:
-    return value not in (None, False, "", "false")
-
-
-GENERATION_REFUSED = (
-    Refused("think", "no thinking model is served here yet; leave think out or send false", _thinks),
-    Refused("logprobs", "log probabilities are not available through the Ollama API here yet"),
-    Refused("top_logprobs", "log probabilities are not available through the Ollama API here yet"),
-)
+GENERATION_REFUSED: tuple[Refused, ...] = ()
 
 MESSAGE_REFUSED: tuple[Refused, ...] = ()
-MESSAGE_NO_EFFECT = ("thinking",)
-"""Reasoning sent back in the history: dropped, as thinking models' templates drop earlier reasoning."""
+MESSAGE_NO_EFFECT: tuple[str, ...] = ()
 
 OPTIONS_REFUSED = (
     Refused("mirostat", "mirostat sampling is not available; use temperature, top_k, top_p or min_p", is_not(0)),

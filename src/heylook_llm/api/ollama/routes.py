@@ -31,7 +31,7 @@ from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.output import CollectedOutput
 from heylook_llm.engine.service import ActiveGeneration, Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
-from heylook_llm.types import Feature, FinishReason, GenerationStats, ImageData, ToolCallDelta
+from heylook_llm.types import Feature, FinishReason, GenerationChunk, GenerationStats, ImageData
 
 NDJSON = "application/x-ndjson"
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -94,27 +94,16 @@ async def _collect_output(active: ActiveGeneration) -> CollectedOutput:
     raise AssertionError("a generation ended without a finish reason")
 
 
-async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats, list[int] | None]:
-    parts: list[str] = []
-    try:
-        async for chunk in active.chunks():
-            parts.append(chunk.text)
-            if chunk.finish_reason is not None:
-                return "".join(parts), chunk.finish_reason, chunk.stats or GenerationStats(), chunk.context_tokens
-    finally:
-        active.close()
-    raise AssertionError("a generation ended without a finish reason")
-
-
 async def _lines(
     active: ActiveGeneration,
-    piece: Callable[[str, list[ToolCallDelta]], dict[str, Any]],
+    piece: Callable[[GenerationChunk], dict[str, Any]],
     final: Callable[[FinishReason | None, GenerationStats, list[int] | None], dict[str, Any]],
 ) -> AsyncIterator[bytes]:
     try:
         async for chunk in active.chunks():
-            if chunk.text or chunk.tool_calls:
-                yield ndjson_line(piece(chunk.text, chunk.tool_calls))
+            # A chunk whose text is still held back may carry reasoning or logprobs of its tokens.
+            if chunk.text or chunk.tool_calls or chunk.reasoning or chunk.logprobs:
+                yield ndjson_line(piece(chunk))
             if chunk.finish_reason is not None:
                 yield ndjson_line(final(chunk.finish_reason, chunk.stats or GenerationStats(), chunk.context_tokens))
     except HeylookError as exc:
@@ -144,12 +133,26 @@ async def chat(body: ChatRequest, request: Request) -> Response:
         def final(reason: FinishReason | None, stats: GenerationStats, _: list[int] | None) -> dict[str, Any]:
             return convert.chat_final(name, "", reason, stats, time.perf_counter() - started)
 
-        lines = _lines(active, lambda text, calls: convert.chat_piece(name, text, calls), final)
-        return StreamingResponse(lines, media_type=NDJSON)
+        def piece(chunk: GenerationChunk) -> dict[str, Any]:
+            return convert.chat_piece(
+                name, chunk.text, chunk.tool_calls, thinking=chunk.reasoning, logprobs=chunk.logprobs
+            )
+
+        return StreamingResponse(_lines(active, piece, final), media_type=NDJSON)
     output = await unless_disconnected(request, _collect_output(active))
     stats = output.stats or GenerationStats()
     seconds = time.perf_counter() - started
-    return OrjsonResponse(convert.chat_final(name, output.text, output.finish_reason, stats, seconds, output.calls))
+    reply = convert.chat_final(
+        name,
+        output.text,
+        output.finish_reason,
+        stats,
+        seconds,
+        output.calls,
+        thinking=output.reasoning,
+        logprobs=output.logprobs,
+    )
+    return OrjsonResponse(reply)
 
 
 @routes.post("/api/generate", summary="Complete a prompt (NDJSON stream by default)", responses=STREAM_DOC)
@@ -171,10 +174,22 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
         def final(reason: FinishReason | None, stats: GenerationStats, context: list[int] | None) -> dict[str, Any]:
             return convert.generate_final(name, "", reason, stats, time.perf_counter() - started, context)
 
-        lines = _lines(active, lambda text, _calls: convert.generate_piece(name, text), final)
-        return StreamingResponse(lines, media_type=NDJSON)
-    text, reason, stats, context = await unless_disconnected(request, _collect(active))
-    return OrjsonResponse(convert.generate_final(name, text, reason, stats, time.perf_counter() - started, context))
+        def piece(chunk: GenerationChunk) -> dict[str, Any]:
+            return convert.generate_piece(name, chunk.text, thinking=chunk.reasoning, logprobs=chunk.logprobs)
+
+        return StreamingResponse(_lines(active, piece, final), media_type=NDJSON)
+    output = await unless_disconnected(request, _collect_output(active))
+    reply = convert.generate_final(
+        name,
+        output.text,
+        output.finish_reason,
+        output.stats or GenerationStats(),
+        time.perf_counter() - started,
+        output.context_tokens,
+        thinking=output.reasoning,
+        logprobs=output.logprobs,
+    )
+    return OrjsonResponse(reply)
 
 
 @routes.post("/api/embed", summary="Embeddings for a text or a list of texts", response_model=EmbedResponse)

@@ -13,7 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from heylook_llm.api.images import ResizeFields
 from heylook_llm.config.durations import keep_alive_seconds
 from heylook_llm.config.registry import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
+from heylook_llm.types import MAX_TOP_LOGPROBS
 
+THINK_WORDS = ("", "true", "false", "low", "medium", "high", "max")
+"""`think` as a string: a level, or a boolean spelled out ("" is false)."""
 MAX_TEMPLATE_CHARS = 256 * 1024
 """Longest template a request may carry (real chat templates are a few kilobytes; compiling costs time)."""
 
@@ -133,9 +136,21 @@ class _GenerateFields(_KeepAliveFields, ResizeFields):
     """"json" for any JSON object, or a JSON schema the output must match."""
     options: Options | None = None
     think: bool | str | None = None
-    """Thinking mode; no model served here thinks, so a true value is refused."""
+    """Thinking models: true or false, or a level ("low", "medium", "high"); docs/reasoning.md."""
     logprobs: bool | None = None
-    """Log probabilities of the output tokens: not available yet, so true is refused."""
+    """Log probability of each output token (docs/logprobs.md)."""
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    """With logprobs: the N most likely tokens at each position."""
+    max_reasoning_tokens: int | None = Field(default=None, ge=0)
+    """Extension: reasoning budget; when spent the reasoning is closed and the model answers."""
+
+    @field_validator("think")
+    @classmethod
+    def _think_value(cls, value: bool | str | None) -> bool | str | None:
+        if isinstance(value, str) and value not in THINK_WORDS:
+            raise ValueError(f"must be true, false or one of {', '.join(w for w in THINK_WORDS if w)}")
+        return value
+
     grammar: str | None = None
     """Extension: constrain the output to a Lark or GBNF grammar."""
     regex: str | None = None

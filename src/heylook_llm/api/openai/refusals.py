@@ -66,9 +66,7 @@ MESSAGE_KNOWN = (
 
 STREAM_OPTIONS_REFUSED = (Refused("include_obfuscation", "stream obfuscation is not available"),)
 
-COMPLETION_REFUSED = (
-    Refused("best_of", "only 1: generate several choices and pick one yourself", is_not(1)),
-)
+COMPLETION_REFUSED = (Refused("best_of", "only 1: generate several choices and pick one yourself", is_not(1)),)
 COMPLETION_NO_EFFECT = ("user",)
 
 EMBEDDING_NO_EFFECT = ("user",)

@@ -48,8 +48,8 @@ def prepare_reasoning(
         if _asks(control):
             why = "it has no reasoning format" if request.messages is not None else "it needs chat messages"
             raise CapabilityError(
-                f"model '{entry.id}' cannot take reasoning controls: {why} (set reasoning_format in models.yaml for "
-                "a model whose template the server does not recognise)",
+                f"model '{entry.id}' cannot take reasoning controls (think, reasoning_effort, max_reasoning_tokens): "
+                f"{why} (set reasoning_format in models.yaml for a model whose template the server does not know)",
                 param="reasoning",
             )
         return request, None
@@ -112,4 +112,3 @@ def reasoning_parser(fmt: ReasoningFormat, after: OutputParser | None) -> Output
     if after is None:
         after = HarmonyAnswer() if fmt is HARMONY else PassThrough()
     return ReasoningOutputParser(fmt, after)
-

@@ -1,0 +1,116 @@
+"""The cost of log probabilities: decode tok/s with `logprobs` (no alternatives, and 20) against the same requests
+without, at 1 and 8 clients, on the llama.cpp path (and MLX with --mlx); and the per-token cost of the log-softmax
+and top-20 over vocabularies of real models' sizes, in-process.
+
+    .venv/bin/python -m benchmarks.logprobs [--model 50m|tiny] [--requests 4] [--max-tokens 128] [--mlx]
+
+Without logprobs the llama.cpp engine never reads the logits back (its sampler chain runs in C), so that row is the
+baseline the other rows are compared with. Every request is greedy and streamed, with end-of-sequence banned so that
+all rows generate the same number of tokens. tok/s counts tokens after the first one over the time after it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from benchmarks.models import RECIPES, ensure_model
+from benchmarks.servers import HEYLOOK_GGUF_ID, HEYLOOK_MLX_ID, heylook_config, heylook_spec, running_server
+from benchmarks.structured import one
+from heylook_llm.backends.logprobs import describe, log_softmax
+
+RESULTS = Path(__file__).resolve().parent / "results"
+MODES = {"off": None, "logprobs": 0, "top20": 20}
+"""Row name -> top_logprobs (None: logprobs not asked)."""
+VOCABULARIES = {"demo 512": 512, "llama-3 128k": 128_256, "qwen 152k": 151_936}
+
+
+def body_for(model: str, max_tokens: int, top: int | None, index: int, eos: list[int]) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": f"Tell a story, number {index}."}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "logit_bias": {str(t): -100 for t in eos},
+    }
+    if top is not None:
+        body.update(logprobs=True, top_logprobs=top)
+    return body
+
+
+async def level(
+    base: str, model: str, clients: int, requests: int, max_tokens: int, top: int | None, eos: list[int]
+) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+        await one(client, body_for(model, 8, top, -1, eos))  # warm: load, connections
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(one(client, body_for(model, max_tokens, top, i, eos)) for i in range(requests * clients))
+        )
+        wall = time.perf_counter() - started
+    return {
+        "decode_tps_per_stream": statistics.median(r["decode_tps"] for r in results),
+        "total_tps": sum(r["tokens"] for r in results) / wall,
+    }
+
+
+def per_token_cost(repeats: int = 200) -> dict[str, dict[str, float]]:
+    """Microseconds per token for the log-softmax alone and with a top-20 list, by vocabulary size."""
+    rng = np.random.default_rng(0)
+    costs: dict[str, dict[str, float]] = {}
+    for name, size in VOCABULARIES.items():
+        logits = (rng.standard_normal(size) * 4).astype(np.float32)
+        row: dict[str, float] = {}
+        for label, top in (("logprob_us", 0), ("top20_us", 20)):
+            started = time.perf_counter()
+            for _ in range(repeats):
+                describe(log_softmax(logits), 7, top, lambda t: b"x")
+            row[label] = (time.perf_counter() - started) / repeats * 1e6
+        costs[name] = row
+        print("per token", name, {k: round(v, 1) for k, v in row.items()}, flush=True)
+    return costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(RECIPES), default="50m")
+    parser.add_argument("--requests", type=int, default=4, help="requests per client at each level")
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--mlx", action="store_true", help="also measure the MLX model")
+    args = parser.parse_args()
+    model = ensure_model(RECIPES[args.model], RESULTS / "models")
+    config = heylook_config(model, RESULTS / "configs", prefix_cache=True, parallel=8, threads=1, batch_threads=2)
+    report: dict[str, Any] = {"model": args.model, "max_tokens": args.max_tokens, "per_token": per_token_cost()}
+    for model_id in (HEYLOOK_GGUF_ID, HEYLOOK_MLX_ID) if args.mlx else (HEYLOOK_GGUF_ID,):
+        spec = heylook_spec(config, model_id, "heylookllm")
+        with running_server(spec, RESULTS / "logs" / f"logprobs-{model_id}.log") as server:
+            rows: dict[str, Any] = {}
+            for clients in (1, 8):
+                for mode, top in MODES.items():
+                    key = f"{clients}c-{mode}"
+                    rows[key] = asyncio.run(
+                        level(
+                            server.base_url, model_id, clients, args.requests, args.max_tokens, top, list(model.eos_ids)
+                        )
+                    )
+                    print(model_id, key, {k: round(v, 1) for k, v in rows[key].items()}, flush=True)
+                base = rows[f"{clients}c-off"]["decode_tps_per_stream"]
+                for mode in ("logprobs", "top20"):
+                    rows[f"{clients}c-{mode}-ratio"] = rows[f"{clients}c-{mode}"]["decode_tps_per_stream"] / base
+            report[model_id] = rows
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"logprobs-{args.model}.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
