@@ -155,6 +155,37 @@ def test_chat_with_two_choices(server: ServerProcess, chat_model: str, stream: b
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] > 0
 
 
+@pytest.mark.parametrize("model", ["demo-tools-gguf", "demo-tools-mlx"])
+def test_tool_calls_streamed_and_not(server: ServerProcess, model: str) -> None:
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "add",
+            "parameters": {
+                "type": "object",
+                "properties": {"a": {"type": "integer", "minimum": 0, "maximum": 9}},
+                "required": ["a"],
+            },
+        },
+    }
+    body = {
+        **_chat_body(model),
+        "max_tokens": 100,
+        "tools": [tool],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+    }
+    response = _post(server, "/v1/chat/completions", body)
+    assert_conforms(response, "CreateChatCompletionResponse")
+    message = response["choices"][0]["message"]
+    assert message["content"] is None and message["tool_calls"][0]["function"]["name"] == "add"
+    assert response["choices"][0]["finish_reason"] == "tool_calls"
+    chunks = _sse(server, "/v1/chat/completions", {**body, "stream_options": {"include_usage": True}})
+    assert any(c["choices"] and c["choices"][0]["delta"].get("tool_calls") for c in chunks)
+    for chunk in chunks:
+        assert_conforms(chunk, "CreateChatCompletionStreamResponse")
+
+
 # --- completions -------------------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from heylook_llm.backends.base import Backend
+from heylook_llm.backends.native_memory import release_free_heap
 from heylook_llm.engine.threads import ThreadHost
 from heylook_llm.errors import GenerationFailed, HeylookError, ModelLoadError
 from heylook_llm.types import EmbeddingInputs, EmbeddingResult, GenerationChunk, GenerationRequest
@@ -310,6 +311,9 @@ class ModelWorker:
             except Exception:
                 log.exception("unloading %s failed", self.model_id)
             gc.collect()
+            # After the collection, when the model's Python objects are gone too: glibc keeps freed heap pages
+            # resident until trimmed, which makes RSS creep from one load to the next.
+            release_free_heap()
 
     def _admit(self, active: list[_Active]) -> bool:
         """Take queued jobs between steps; blocks only while nothing is active. False when told to stop."""
