@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/soak.py --duration 60 --swaps 0
     .venv/bin/python benchmarks/soak.py --duration 0 --swaps 300
 
-Soak: `--clients` (50) concurrent clients, half OpenAI (`/v1/chat/completions`, SSE), half Ollama (`/api/chat`,
-NDJSON), each streaming one answer after another for `--duration` seconds; a failure is any status but 200, a
+Soak: `--clients` (50) concurrent clients, half OpenAI (`/v1/completions`, SSE), half Ollama (`/api/generate`,
+NDJSON), each streaming one answer of `--max-tokens` after another for `--duration` seconds (greedy after a fixed
+prompt: the random demo model would otherwise end most answers after a token or two); a failure is any status but 200, a
 stream without its terminator (`[DONE]` / `done: true`) or an error event. Meanwhile `/health` is asked every
 200 ms: its p50/p99 latency shows whether the event loop stays responsive. The server's resident memory (RSS) is
 read after a warm-up minute fraction and at the end: the drift is the growth between them.
@@ -36,6 +37,7 @@ from benchmarks.servers import RunningServer, ServerSpec, running_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MESSAGES = [{"role": "user", "content": "Tell me about the sea."}]
+PROMPT = "hello"
 SWAP_WARMUP = 10
 
 
@@ -97,10 +99,10 @@ def spec(config: Path, model_id: str) -> ServerSpec:
 
 # --- soak ----------------------------------------------------------------------------------------------------
 async def _openai_stream(client: httpx.AsyncClient, model: str, max_tokens: int) -> int:
-    body = {"model": model, "messages": MESSAGES, "max_tokens": max_tokens, "stream": True}
+    body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens, "temperature": 0, "stream": True}
     body["stream_options"] = {"include_usage": True}
     tokens, done = 0, False
-    async with client.stream("POST", "/v1/chat/completions", json=body) as reply:
+    async with client.stream("POST", "/v1/completions", json=body) as reply:
         if reply.status_code != 200:
             raise RuntimeError(f"openai {reply.status_code}: {(await reply.aread())[:200]!r}")
         async for line in reply.aiter_lines():
@@ -121,8 +123,8 @@ async def _openai_stream(client: httpx.AsyncClient, model: str, max_tokens: int)
 
 
 async def _ollama_stream(client: httpx.AsyncClient, model: str, max_tokens: int) -> int:
-    body = {"model": model, "messages": MESSAGES, "options": {"num_predict": max_tokens}}
-    async with client.stream("POST", "/api/chat", json=body) as reply:
+    body = {"model": model, "prompt": PROMPT, "raw": True, "options": {"num_predict": max_tokens, "temperature": 0}}
+    async with client.stream("POST", "/api/generate", json=body) as reply:
         if reply.status_code != 200:
             raise RuntimeError(f"ollama {reply.status_code}: {(await reply.aread())[:200]!r}")
         async for line in reply.aiter_lines():

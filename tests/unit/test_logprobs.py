@@ -13,7 +13,7 @@ import pytest
 
 from heylook_llm.backends.base import Backend
 from heylook_llm.backends.llama_cpp import LlamaCppBackend
-from heylook_llm.backends.logprobs import describe, log_softmax, token_text, top_tokens
+from heylook_llm.backends.logprobs import Distribution, describe, log_softmax, token_text, top_tokens
 from heylook_llm.backends.mlx import MLXBackend, MLXBatchedBackend
 from heylook_llm.config.registry import parse_registry
 from heylook_llm.config.settings import ServerSettings
@@ -29,18 +29,32 @@ ASK = [ChatMessage("user", "Compare the two backends, please")]
 
 def test_log_softmax_is_a_distribution_and_describe_sorts_the_top() -> None:
     rng = np.random.default_rng(0)
-    logits = (rng.standard_normal(50_000) * 6).astype(np.float32)
+    logits = (rng.standard_normal(150_000) * 6).astype(np.float32)
     logprobs = log_softmax(logits)
-    assert abs(float(np.exp(logprobs).sum()) - 1.0) < 1e-9
+    assert abs(float(np.exp(logprobs).sum()) - 1.0) < 1e-6
     assert int(np.argmax(logprobs)) == int(np.argmax(logits))
     best = int(np.argmax(logits))
-    entry = describe(logprobs, best, 20, lambda t: str(t).encode())
+    entry = describe(Distribution(logits), best, 20, lambda t: str(t).encode())
     assert entry.logprob == max(t.logprob for t in entry.top) == entry.top[0].logprob
     assert len(entry.top) == 20 and [t.logprob for t in entry.top] == sorted(
         (t.logprob for t in entry.top), reverse=True
     )
     assert entry.top[0].token_id == best and entry.text == str(best) and entry.piece == str(best).encode()
-    assert top_tokens(logprobs, 0) == [] and len(top_tokens(logprobs[:3], 10)) == 3
+    assert abs(entry.logprob - logprobs[best]) < 1e-6
+
+
+@pytest.mark.parametrize("size", [3, 700, 5_000, 150_001])
+@pytest.mark.parametrize("count", [1, 5, 20])
+def test_top_tokens_finds_the_largest_in_order(size: int, count: int) -> None:
+    """The block shortcut for large vocabularies gives what a full sort gives (ties broken by lower id)."""
+    rng = np.random.default_rng(size + count)
+    values = rng.standard_normal(size).astype(np.float32)
+    values[rng.integers(0, size, 4)] = values.max()  # ties at the top
+    expected = sorted(range(size), key=lambda i: (-float(values[i]), i))[:count]
+    found = top_tokens(values, count)
+    assert [float(values[i]) for i in found] == [float(values[i]) for i in expected]
+    assert len(set(found)) == len(found) == min(count, size)
+    assert top_tokens(values, 0) == []
 
 
 def test_partial_characters_show_their_bytes() -> None:

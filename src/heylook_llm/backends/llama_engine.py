@@ -31,7 +31,7 @@ import numpy as np
 from heylook_llm.backends.constrained import TokenMask
 from heylook_llm.backends.llama_sampling import build_sampler_chain
 from heylook_llm.backends.llama_slots import Slot, SlotTable
-from heylook_llm.backends.logprobs import describe, log_softmax
+from heylook_llm.backends.logprobs import Distribution, describe
 from heylook_llm.backends.reasoning_gate import ReasoningGate
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
 from heylook_llm.errors import GenerationFailed, InvalidRequest
@@ -513,13 +513,15 @@ class LlamaEngine:
         gate = seq.gate
         forced = gate.forced_token() if gate is not None else None
         constrained = seq.mask is not None and not (gate is not None and gate.defers_constraint)
-        raw: np.ndarray[Any, np.dtype[np.float64]] | None = None
+        raw: Distribution | None = None
         # The logits are read back only when something needs them: the default path stays in C.
         if constrained or forced is not None or seq.logprobs is not None:
             pointer = llama_cpp.llama_get_logits_ith(self._ctx, seq.logits_index)
             logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
             if seq.logprobs is not None:
-                raw = log_softmax(logits)  # before any mask: the model's own distribution (backends/logprobs.py)
+                # Before any mask: the model's own distribution (backends/logprobs.py); a copy only when the mask
+                # or a forced token will write into llama.cpp's buffer.
+                raw = Distribution(logits.copy() if constrained or forced is not None else logits)
             if constrained:
                 assert seq.mask is not None
                 seq.mask.apply(logits)

@@ -14,9 +14,8 @@ from typing import Any
 
 import mlx.core as mx
 import numpy as np
-import numpy.typing as npt
 
-from heylook_llm.backends.logprobs import describe, log_softmax
+from heylook_llm.backends.logprobs import Distribution, describe
 from heylook_llm.backends.reasoning_gate import ReasoningGate
 from heylook_llm.types import GenerationChunk
 
@@ -31,10 +30,10 @@ class LogprobCapture:
         self._pending.append(logits)
         return logits
 
-    def take(self) -> npt.NDArray[np.float64]:
-        """Log probabilities over the vocabulary for the next sampled token not yet taken."""
+    def take(self) -> Distribution:
+        """The distribution of the next sampled token not yet taken."""
         logits = self._pending.popleft()
-        return log_softmax(np.array(logits.astype(mx.float32)).reshape(-1))
+        return Distribution(np.array(logits.astype(mx.float32)))
 
 
 class ReasoningProcessor:
@@ -68,7 +67,7 @@ class ReasoningProcessor:
 def token_chunk(
     text: str,
     token: int,
-    logprobs: npt.NDArray[np.float64] | None,
+    logprobs: Distribution | None,
     top: int | None,
     piece: Callable[[int], bytes],
     *,

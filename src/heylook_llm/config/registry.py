@@ -18,8 +18,8 @@ Provider = Literal["llama_cpp", "mlx"]
 MAX_MODEL_ID_LENGTH = 256
 MIN_CONTEXT_TOKENS = 16
 MAX_CONTEXT_TOKENS = 4 * 1024 * 1024
-"""Range of n_ctx (and Ollama's num_ctx): a larger window's KV cache could not be allocated on any machine this
-serves, and asking for it would fail the load after minutes of trying."""
+"""Largest num_ctx a request may ask for (Ollama's options, /api/create's parameters): a larger window's KV cache
+could not be allocated on any machine this serves. models.yaml, written by its owner, is not bounded above."""
 
 
 def model_id_problem(model_id: str) -> str | None:
@@ -76,7 +76,7 @@ class _SamplingDefaults(_Strict):
 
 class LlamaCppConfig(_SamplingDefaults):
     model_path: Path
-    n_ctx: int = Field(default=4096, ge=MIN_CONTEXT_TOKENS, le=MAX_CONTEXT_TOKENS)
+    n_ctx: int = Field(default=4096, ge=MIN_CONTEXT_TOKENS)
     n_gpu_layers: int = -1
     n_threads: int | None = Field(default=None, ge=1)
     n_threads_batch: int | None = Field(default=None, ge=1)
