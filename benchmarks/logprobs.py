@@ -1,8 +1,9 @@
 """The cost of log probabilities: decode tok/s with `logprobs` (no alternatives, and 20) against the same requests
-without, at 1 and 8 clients, on the llama.cpp path (and MLX with --mlx); and the per-token cost of the log-softmax
-and top-20 over vocabularies of real models' sizes, in-process.
+without, at 1 and 8 clients, on the llama.cpp path (and MLX with --mlx); the same on the llama.cpp backend
+in-process (one sequence, the modes interleaved round by round, so that a busy machine slows them alike); and the
+per-token cost of the log-softmax and top-20 over vocabularies of real models' sizes.
 
-    .venv/bin/python -m benchmarks.logprobs [--model 50m|tiny] [--requests 4] [--max-tokens 128] [--mlx]
+    .venv/bin/python -m benchmarks.logprobs [--model 50m|tiny] [--requests 4] [--max-tokens 128] [--mlx] [--rounds 5]
 
 Without logprobs the llama.cpp engine never reads the logits back (its sampler chain runs in C), so that row is the
 baseline the other rows are compared with. Every request is greedy and streamed, with end-of-sequence banned so that
@@ -22,10 +23,14 @@ from typing import Any
 import httpx
 import numpy as np
 
-from benchmarks.models import RECIPES, ensure_model
+from benchmarks.models import RECIPES, BenchModel, ensure_model
 from benchmarks.servers import HEYLOOK_GGUF_ID, HEYLOOK_MLX_ID, heylook_config, heylook_spec, running_server
 from benchmarks.structured import one
+from heylook_llm.backends.llama_cpp import LlamaCppBackend
 from heylook_llm.backends.logprobs import Distribution, describe
+from heylook_llm.config.registry import parse_registry
+from heylook_llm.config.settings import ServerSettings
+from heylook_llm.types import ChatMessage, GenerationRequest, SamplingParams
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = {"off": None, "logprobs": 0, "top20": 20}
@@ -81,16 +86,52 @@ def per_token_cost(repeats: int = 200) -> dict[str, dict[str, float]]:
     return costs
 
 
+def inprocess(model: BenchModel, max_tokens: int, rounds: int) -> dict[str, float]:
+    """Median decode tok/s of one sequence on the llama.cpp backend, per mode, and each mode's ratio to `off`."""
+    registry = parse_registry(
+        {"models": [{"id": "bench", "provider": "llama_cpp", "config": {"model_path": str(model.gguf_path)}}]}, None
+    )
+    entry = registry.get("bench")
+    assert entry is not None
+    backend = LlamaCppBackend(entry, ServerSettings())
+    backend.load()
+    ban = tuple((t, -100.0) for t in model.eos_ids)
+    speeds: dict[str, list[float]] = {mode: [] for mode in MODES}
+    try:
+        for _ in range(rounds):
+            for mode, top in MODES.items():
+                request = GenerationRequest(
+                    "bench",
+                    SamplingParams(temperature=0.0, max_tokens=max_tokens, logit_bias=ban),
+                    messages=[ChatMessage("user", "Tell a story.")],
+                    logprobs=top is not None,
+                    top_logprobs=top or 0,
+                )
+                chunks = list(backend.generate(request))
+                stats = chunks[-1].stats
+                assert stats is not None
+                speeds[mode].append((stats.completion_tokens - 1) / max(stats.generation_seconds, 1e-9))
+    finally:
+        backend.unload()
+    result = {f"{mode}_tps": statistics.median(values) for mode, values in speeds.items()}
+    for mode in ("logprobs", "top20"):
+        result[f"{mode}_ratio"] = result[f"{mode}_tps"] / result["off_tps"]
+    print("in-process llama.cpp", {k: round(v, 3) for k, v in result.items()}, flush=True)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(RECIPES), default="50m")
     parser.add_argument("--requests", type=int, default=4, help="requests per client at each level")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--mlx", action="store_true", help="also measure the MLX model")
+    parser.add_argument("--rounds", type=int, default=5, help="in-process rounds (each runs every mode once)")
     args = parser.parse_args()
     model = ensure_model(RECIPES[args.model], RESULTS / "models")
     config = heylook_config(model, RESULTS / "configs", prefix_cache=True, parallel=8, threads=1, batch_threads=2)
     report: dict[str, Any] = {"model": args.model, "max_tokens": args.max_tokens, "per_token": per_token_cost()}
+    report["inprocess"] = inprocess(model, args.max_tokens, args.rounds)
     for model_id in (HEYLOOK_GGUF_ID, HEYLOOK_MLX_ID) if args.mlx else (HEYLOOK_GGUF_ID,):
         spec = heylook_spec(config, model_id, "heylookllm")
         with running_server(spec, RESULTS / "logs" / f"logprobs-{model_id}.log") as server:

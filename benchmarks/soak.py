@@ -145,7 +145,9 @@ async def _client_loop(
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
         while time.monotonic() < deadline:
             try:
-                figures.tokens += await stream(client, model, max_tokens)
+                # Not `figures.tokens += await ...`: that reads the total before the await and loses the others' tokens.
+                tokens = await stream(client, model, max_tokens)
+                figures.tokens += tokens
             except Exception as exc:
                 figures.failures += 1
                 if len(figures.failure_examples) < 5:

@@ -77,7 +77,9 @@ def test_errors_are_counted(server: ServerProcess, client: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(
             # Past the 2,048-token window but under the 32 KB refused before tokenizing (PromptTooLong, its own type).
-            model="demo-gguf", messages=[{"role": "user", "content": "too long " * 2500}], max_tokens=2
+            model="demo-gguf",
+            messages=[{"role": "user", "content": "too long " * 2500}],
+            max_tokens=2,
         )
     after = _model_figures(server, "demo-gguf")
     assert after["errors"] - before["errors"] == 1

@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from heylook_llm import __version__
+from heylook_llm.api.anthropic.dialect import ANTHROPIC
+from heylook_llm.api.anthropic.routes import routes as anthropic_routes
 from heylook_llm.api.dialects import DialectRegistry
 from heylook_llm.api.errors import install_error_handlers
 from heylook_llm.api.fields import UnknownFieldLog
@@ -50,14 +52,16 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     app = FastAPI(
         title="heylookllm",
         version=__version__,
-        description="A local LLM server speaking the OpenAI and Ollama APIs, with llama.cpp and MLX backends. "
-        "Web page (chat and live dashboard): [/ui](/ui).",
+        description="A local LLM server speaking the OpenAI, Anthropic and Ollama APIs, with llama.cpp and MLX "
+        "backends. Web page (chat and live dashboard): [/ui](/ui).",
         lifespan=lifespan,
     )
     app.state.metrics = MetricsRecorder()
     app.state.field_log = UnknownFieldLog()
     app.state.images = ImagePipeline(settings.images)
-    served = [d for d, on in ((OPENAI, settings.api.serves_openai), (OLLAMA, settings.api.serves_ollama)) if on]
+    # Anthropic's Messages API lives under /v1 beside OpenAI's, so it is served whenever OpenAI's is.
+    dialects = ((OPENAI, settings.api.serves_openai), (ANTHROPIC, settings.api.serves_openai))
+    served = [d for d, on in (*dialects, (OLLAMA, settings.api.serves_ollama)) if on]
     app.state.dialects = DialectRegistry(served, default=served[0])
     install_error_handlers(app)
 
@@ -70,6 +74,7 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     app.include_router(ui.routes)
     if settings.api.serves_openai:
         app.include_router(openai_routes)
+        app.include_router(anthropic_routes)
     if settings.api.serves_ollama:
         app.include_router(ollama_routes)
         app.add_middleware(JsonBodyForOllama)

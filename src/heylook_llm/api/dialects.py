@@ -7,8 +7,8 @@ falls back to the dialect whose path prefix it shares.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.routing import APIRoute
@@ -31,6 +31,12 @@ class Dialect:
     error_body: ErrorBody
     stream_error: Callable[[HeylookError], bytes]
     """The frame that ends a stream whose response has started: an SSE event, an NDJSON line, ..."""
+    error_types: Mapping[int, str] = field(default_factory=dict)
+    """Error type by HTTP status, for dialects whose error type follows the status (Anthropic's); others keep
+    the error type the caller gives."""
+
+    def error_type(self, status: int, default: str) -> str:
+        return self.error_types.get(status, default)
 
 
 def dialect_route(name: str) -> type[APIRoute]:
@@ -61,7 +67,9 @@ class DialectRegistry:
         if isinstance(name, str) and name in self._by_name:
             return self._by_name[name]
         path = request.url.path
-        for dialect in self._by_name.values():
-            if any(path == p.rstrip("/") or path.startswith(p) for p in dialect.path_prefixes):
+        # The longest matching prefix wins: Anthropic's /v1/messages lies inside OpenAI's /v1/.
+        prefixes = sorted(((p, d) for d in self._by_name.values() for p in d.path_prefixes), key=lambda x: -len(x[0]))
+        for prefix, dialect in prefixes:
+            if path == prefix.rstrip("/") or path.startswith(prefix):
                 return dialect
         return self._default

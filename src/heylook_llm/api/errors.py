@@ -65,7 +65,8 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     registry: DialectRegistry = request.app.state.dialects
-    body = registry.for_request(request).error_body(message, type_, param, code)
+    dialect = registry.for_request(request)
+    body = dialect.error_body(message, dialect.error_type(status, type_), param, code)
     return OrjsonResponse(body, status_code=status, headers=headers)
 
 

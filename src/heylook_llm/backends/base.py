@@ -86,6 +86,11 @@ class Backend(abc.ABC):
         """
         return None
 
+    def count_tokens(self, request: GenerationRequest) -> int:
+        """The prompt tokens `open_sequence` would evaluate for `request` (template rendered, images counted),
+        without generating."""
+        raise CapabilityError(f"model '{self.entry.id}' cannot count prompt tokens", param="model")
+
     def embed(self, inputs: EmbeddingInputs, *, truncate: bool = False) -> EmbeddingResult:
         """One vector per input (a text, or token ids of the model's own vocabulary); `truncate` cuts inputs
         longer than the context instead of refusing them."""

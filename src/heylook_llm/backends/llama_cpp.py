@@ -263,6 +263,15 @@ class LlamaCppBackend(Backend):
         media.prepend(context)
         return media
 
+    def count_tokens(self, request: GenerationRequest) -> int:
+        if not _has_images(request):
+            return len(self._prompt_tokens(request)[0])
+        media = self._media_prompt(request)
+        try:
+            return media.token_count
+        finally:
+            media.release()
+
     def open_sequence(self, request: GenerationRequest) -> Sequence:
         engine = self._require_engine()
         logprobs = request.top_logprobs if request.logprobs else None

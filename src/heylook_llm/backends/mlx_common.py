@@ -164,6 +164,9 @@ class MLXModelBase(Backend):
             raise InvalidRequest("the prompt is empty", param="prompt")
         return tokens, text
 
+    def count_tokens(self, request: GenerationRequest) -> int:
+        return len(self._prompt_tokens(request)[0])
+
     def _prepare(self, request: GenerationRequest) -> tuple[list[int], Sampler, LogitsSetup]:
         """Prompt tokens, sampler and logits processors; raises the request's errors before anything runs."""
         params = request.sampling

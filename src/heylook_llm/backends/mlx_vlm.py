@@ -134,6 +134,10 @@ class MLXVisionBackend(GeneratorBackend):
             raise InvalidRequest(f"the model's processor could not prepare the request: {exc}") from exc
         return {key: prepared[key] for key in prepared}
 
+    def count_tokens(self, request: GenerationRequest) -> int:
+        prompt, images = self._prompt(request)
+        return int(np.asarray(self._inputs(prompt, images)["input_ids"]).size)
+
     def generate_tokens(self, request: GenerationRequest) -> Generator[GenerationChunk, None, None]:
         params = request.sampling
         prompt, images = self._prompt(request)

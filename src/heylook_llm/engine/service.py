@@ -36,7 +36,7 @@ from heylook_llm.engine.dashboard import (
 )
 from heylook_llm.engine.fanout import StartGeneration
 from heylook_llm.engine.features import capability_names, expected_features, shown_features
-from heylook_llm.engine.generation import ActiveGeneration, start_generation
+from heylook_llm.engine.generation import ActiveGeneration, prepared, start_generation, with_entry_defaults
 from heylook_llm.engine.lifecycle import Lifecycle
 from heylook_llm.engine.metrics import MetricsRecorder
 from heylook_llm.engine.router import BackendFactory, ModelRouter
@@ -202,6 +202,15 @@ class Engine:
         return await start_generations(
             self._router, entry, requests, keep_alive=keep_alive, all_or_nothing=all_or_nothing, param=param
         )
+
+    async def count_prompt_tokens(self, entry: ModelEntry, request: GenerationRequest) -> int:
+        """The tokens of `request`'s prompt as `generate` would run it (chat template, tools, entry defaults),
+        counted by the model's own tokenizer on its worker; loads the model if needed, generates nothing."""
+        self.lifecycle.refuse_if_shutting_down()
+        request = with_entry_defaults(request, entry)
+        async with self._router.acquire(entry) as lease:
+            ready, _ = prepared(request, entry, lease)
+            return await lease.worker.call(lambda backend: backend.count_tokens(ready))
 
     def starter(self, entry: ModelEntry, *, keep_alive: float | None = None) -> StartGeneration:
         """Starts generations of requests on `entry` (for several generations of one request: choices, batch
