@@ -46,12 +46,14 @@ def prepare_reasoning(
     fmt = reasoning_format(entry, facts) if request.messages is not None else None
     if fmt is None:
         if _asks(control):
-            why = "it has no reasoning format" if request.messages is not None else "it needs chat messages"
-            raise CapabilityError(
-                f"model '{entry.id}' cannot take reasoning controls (think, reasoning_effort, max_reasoning_tokens): "
-                f"{why} (set reasoning_format in models.yaml for a model whose template the server does not know)",
-                param="reasoning",
+            why = (
+                "it has no reasoning format (set reasoning_format in models.yaml for a model whose template the "
+                "server does not know)"
+                if request.messages is not None
+                else "reasoning controls (think, reasoning_effort, max_reasoning_tokens) need chat messages"
             )
+            # Ollama's own words for this refusal, so that clients matching them keep working.
+            raise CapabilityError(f"model '{entry.id}' does not support thinking: {why}", param="reasoning")
         return request, None
     if Feature.REASONING not in features:
         return request, fmt  # the backend cannot steer (a vision model): the output is still split
