@@ -65,7 +65,8 @@ def test_list_reads_details_from_the_files(ollama: Client, demo_dir: Path) -> No
 def test_show_has_template_metadata_and_real_capabilities(ollama: Client) -> None:
     chat = ollama.show("demo-gguf")
     assert chat.template == CHATML_TEMPLATE
-    assert chat.capabilities == ["completion"]
+    # Tools through the generic format (the demo's ChatML template has no tool support of its own).
+    assert chat.capabilities == ["completion", "tools"]
     assert chat.modelinfo is not None
     assert chat.modelinfo["general.architecture"] == "llama"
     assert chat.modelinfo["llama.context_length"] == ModelShape().context
@@ -76,7 +77,7 @@ def test_show_has_template_metadata_and_real_capabilities(ollama: Client) -> Non
     assert chat.details is not None and chat.details.format == "gguf"
     assert ollama.show("demo-embed-gguf").capabilities == ["embedding"]
     mlx = ollama.show("demo-mlx:latest")
-    assert mlx.capabilities == ["completion"] and mlx.modelinfo is not None
+    assert mlx.capabilities == ["completion", "tools"] and mlx.modelinfo is not None
     assert mlx.modelinfo["llama.block_count"] == ModelShape().layers
 
 

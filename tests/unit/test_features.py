@@ -104,10 +104,15 @@ def test_expected_features_follow_the_configuration() -> None:
     expected = expected_features(chat, fill_in_middle=True)
     # Backends declare reasoning for every model they load; "thinking" is shown only where the model has a
     # reasoning format (a template with <think>, or reasoning_format in models.yaml).
-    assert capability_names(shown_features(expected, chat, None)) == ["completion", "insert"]
-    assert capability_names(shown_features(expected, chat, "{{ '<think>' }}")) == ["completion", "insert", "thinking"]
+    assert capability_names(shown_features(expected, chat, None)) == ["completion", "insert", "tools"]
+    assert capability_names(shown_features(expected, chat, "{{ '<think>' }}")) == [
+        "completion",
+        "insert",
+        "tools",
+        "thinking",
+    ]
     assert capability_names(expected_features(embed)) == ["embedding"]
-    assert capability_names(shown_features(expected_features(see), see, None)) == ["completion", "vision"]
+    assert capability_names(shown_features(expected_features(see), see, None)) == ["completion", "vision", "tools"]
     assert Feature.RESPONSE_FORMAT in expected_features(mlx) and Feature.FILL_IN_MIDDLE not in expected_features(mlx)
 
 

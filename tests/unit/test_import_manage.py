@@ -31,7 +31,7 @@ def test_rows_list_id_provider_size_capabilities_enabled(demo_dir: Path, tmp_pat
 """
     )
     rows = {r.id: r for r in model_rows(load_registry(config))}
-    assert rows["chat"].capabilities == ("completion", "vision")
+    assert rows["chat"].capabilities == ("completion", "vision", "tools")
     assert rows["chat"].size_bytes == (demo_dir / "demo-gguf.gguf").stat().st_size
     assert (rows["embed"].capabilities, rows["embed"].enabled) == (("embedding",), False)
     assert rows["mlx"].capabilities == ("completion", "vision")

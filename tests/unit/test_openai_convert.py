@@ -123,4 +123,4 @@ def test_models_list_shows_declared_capabilities() -> None:
     with fake_client(ids=("a", "b")) as client:
         listed = client.get("/v1/models").json()
     assert [m["id"] for m in listed["data"]] == ["a", "b"]
-    assert listed["data"][0]["capabilities"] == ["completion"]
+    assert listed["data"][0]["capabilities"] == ["completion", "tools"]

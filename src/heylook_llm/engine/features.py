@@ -84,6 +84,8 @@ def expected_features(entry: ModelEntry, *, fill_in_middle: bool = False) -> fro
             Feature.CONTEXT_TOKENS,
             Feature.LOGPROBS,
             Feature.REASONING,
+            # Every chat template can take tools: the generic format describes them when the template cannot.
+            Feature.TOOLS,
         }
         if config.mmproj_path is not None:
             found.add(Feature.IMAGES)
@@ -96,7 +98,7 @@ def expected_features(entry: ModelEntry, *, fill_in_middle: bool = False) -> fro
         text = {Feature.CHAT, Feature.COMPLETION, Feature.CONTEXT_TOKENS}
         if config.draft_model_path is not None:
             return frozenset(text)
-        return frozenset({*text, Feature.RESPONSE_FORMAT, Feature.LOGPROBS, Feature.REASONING})
+        return frozenset({*text, Feature.RESPONSE_FORMAT, Feature.LOGPROBS, Feature.REASONING, Feature.TOOLS})
     return frozenset()
 
 
