@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.activity import GenerationTrace
 from heylook_llm.engine.features import refuse_undeclared
-from heylook_llm.engine.output import OutputParser, PassThrough, output_parser_for
+from heylook_llm.engine.output import CollectedOutput, OutputParser, PassThrough, output_parser_for
 from heylook_llm.engine.reasoning.stage import prepare_reasoning, reasoning_parser
 from heylook_llm.engine.router import Lease, ModelRouter
 from heylook_llm.engine.tool_calls.stage import ToolOutputParser, prepare_tools
@@ -67,6 +67,18 @@ class ActiveGeneration:
                 self.lease.metrics.generation_failed(self.lease.entry.id, exc)
                 self._trace.failed(exc)
                 raise
+
+    async def collect(self) -> CollectedOutput:
+        """Read the generation to its end, whole (what a non-streamed response encodes), and close it."""
+        output = CollectedOutput()
+        try:
+            async for chunk in self.chunks():
+                output.add(chunk)
+                if chunk.finish_reason is not None:
+                    return output
+        finally:
+            self.close()
+        raise AssertionError("a generation ended without a finish reason")
 
     def close(self) -> None:
         if not self._ended:

@@ -18,7 +18,6 @@ from heylook_llm.api.framing import OrjsonResponse
 from heylook_llm.api.images import ResizeOptions
 from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.engine.output import CollectedOutput
 from heylook_llm.engine.service import ActiveGeneration
 from heylook_llm.errors import HeylookError
 from heylook_llm.types import Feature, GenerationRequest, GenerationStats
@@ -47,23 +46,11 @@ async def create_message(body: MessagesRequest, request: Request) -> Response:
     active = await unless_disconnected(request, engine_of(request).generate(entry, gen))
     if body.stream:
         return StreamingResponse(_events(gen, active), media_type="text/event-stream")
-    output = await unless_disconnected(request, _collect(active))
+    output = await unless_disconnected(request, active.collect())
     reply = convert.message_response(
         gen, output.text, output.finish_reason, output.stats or GenerationStats(), output.calls, output.reasoning
     )
     return OrjsonResponse(reply)
-
-
-async def _collect(active: ActiveGeneration) -> CollectedOutput:
-    output = CollectedOutput()
-    try:
-        async for chunk in active.chunks():
-            output.add(chunk)
-            if chunk.finish_reason is not None:
-                return output
-    finally:
-        active.close()
-    raise AssertionError("a generation ended without a finish reason")
 
 
 async def _events(gen: GenerationRequest, active: ActiveGeneration) -> AsyncIterator[bytes]:

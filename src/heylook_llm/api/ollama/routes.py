@@ -28,7 +28,6 @@ from heylook_llm.api.ollama.schemas import (
 )
 from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
-from heylook_llm.engine.output import CollectedOutput
 from heylook_llm.engine.service import ActiveGeneration, Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import Feature, FinishReason, GenerationChunk, GenerationStats, ImageData
@@ -82,18 +81,6 @@ async def _prepare_images(
     return await images_of(request).prepare(entry.id, accepts, refs, body.resize_options())
 
 
-async def _collect_output(active: ActiveGeneration) -> CollectedOutput:
-    output = CollectedOutput()
-    try:
-        async for chunk in active.chunks():
-            output.add(chunk)
-            if chunk.finish_reason is not None:
-                return output
-    finally:
-        active.close()
-    raise AssertionError("a generation ended without a finish reason")
-
-
 async def _lines(
     active: ActiveGeneration,
     piece: Callable[[GenerationChunk], dict[str, Any]],
@@ -139,7 +126,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
             )
 
         return StreamingResponse(_lines(active, piece, final), media_type=NDJSON)
-    output = await unless_disconnected(request, _collect_output(active))
+    output = await unless_disconnected(request, active.collect())
     stats = output.stats or GenerationStats()
     seconds = time.perf_counter() - started
     reply = convert.chat_final(
@@ -178,7 +165,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
             return convert.generate_piece(name, chunk.text, thinking=chunk.reasoning, logprobs=chunk.logprobs)
 
         return StreamingResponse(_lines(active, piece, final), media_type=NDJSON)
-    output = await unless_disconnected(request, _collect_output(active))
+    output = await unless_disconnected(request, active.collect())
     reply = convert.generate_final(
         name,
         output.text,

@@ -47,21 +47,9 @@ async def respond(
     return OrjsonResponse(convert.completion_response(gens[0], choices, stats))
 
 
-async def _collect_one(active: ActiveGeneration) -> CollectedOutput:
-    output = CollectedOutput()
-    try:
-        async for chunk in active.chunks():
-            output.add(chunk)
-            if chunk.finish_reason is not None:
-                return output
-    finally:
-        active.close()
-    raise AssertionError("a generation ended without a finish reason")
-
-
 async def _collect_all(actives: list[ActiveGeneration]) -> list[CollectedOutput]:
     """Read every generation to its end; one failing (or the client leaving) stops all the others."""
-    tasks = [asyncio.ensure_future(_collect_one(a)) for a in actives]
+    tasks = [asyncio.ensure_future(a.collect()) for a in actives]
     try:
         return list(await asyncio.gather(*tasks))
     finally:

@@ -31,10 +31,9 @@ from heylook_llm.api.openai.schemas import (
 from heylook_llm.api.state import engine_of, field_log_of, images_of
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.features import capability_names
-from heylook_llm.engine.output import CollectedOutput
 from heylook_llm.engine.service import ActiveGeneration, Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
-from heylook_llm.types import Feature, FinishReason, GenerationRequest, GenerationStats
+from heylook_llm.types import Feature, GenerationRequest, GenerationStats
 
 ERRORS: dict[int | str, dict[str, Any]] = {code: error_schema() for code in (400, 404, 500, 503)}
 routes = APIRouter(tags=["OpenAI"], responses=ERRORS, route_class=OpenAIRoute)
@@ -65,24 +64,6 @@ async def list_models(request: Request) -> ModelList:
 async def get_model(model_id: str, request: Request) -> ModelCard:
     engine = engine_of(request)
     return _card(engine.resolve(model_id), engine)
-
-
-async def collect(active: ActiveGeneration) -> CollectedOutput:
-    """Read a generation to its end (and close it)."""
-    output = CollectedOutput()
-    try:
-        async for chunk in active.chunks():
-            output.add(chunk)
-            if chunk.finish_reason is not None:
-                return output
-    finally:
-        active.close()
-    raise AssertionError("a generation ended without a finish reason")
-
-
-async def _collect(active: ActiveGeneration) -> tuple[str, FinishReason | None, GenerationStats]:
-    output = await collect(active)
-    return output.text, output.finish_reason, output.stats or GenerationStats()
 
 
 @routes.post("/v1/chat/completions", summary="Chat completion (JSON or SSE stream)")
@@ -118,7 +99,7 @@ async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upl
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return StreamingResponse(_chat_events(gen, active, include_usage), media_type="text/event-stream")
-    output = await unless_disconnected(request, collect(active))
+    output = await unless_disconnected(request, active.collect())
     reply = convert.chat_response(
         gen,
         output.text,
