@@ -53,6 +53,13 @@ def main(base: str, pid: int) -> None:
     assert ollama["done"] is True and isinstance(ollama["message"]["content"], str), ollama
     assert ollama["eval_count"] > 0, ollama
     print("Ollama chat:", ollama["done_reason"], ollama["eval_count"], "tokens")
+    anthropic = call(
+        f"{base}/v1/messages",
+        {"model": "demo-gguf", "max_tokens": 8, "messages": question},
+    )
+    assert anthropic["type"] == "message" and anthropic["content"][0]["type"] == "text", anthropic
+    assert anthropic["usage"]["output_tokens"] > 0, anthropic
+    print("Anthropic message:", anthropic["stop_reason"], anthropic["usage"])
 
 
 if __name__ == "__main__":
