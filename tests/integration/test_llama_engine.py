@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence, default_flash_attn
+from heylook_llm.backends.llama_engine import LlamaEngine, Sequence
+from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
 from heylook_llm.types import GenerationChunk, SamplingParams
 from tests.conftest import start_server
 

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from heylook_llm.api.embedding_vectors import shortened
-from heylook_llm.api.ollama import convert, refusals
+from heylook_llm.api.ollama import convert, model_facts, refusals
 from heylook_llm.api.ollama.go_template import render_go_template
 from heylook_llm.api.ollama.schemas import ChatRequest, EmbedRequest, GenerateRequest, ModelRequest, Options
 from heylook_llm.config.registry import ModelEntry, Registry, parse_registry
@@ -226,7 +226,7 @@ def test_shortened_embeddings_are_unit_length() -> None:
 
 def test_parameters_text_lists_the_model_defaults() -> None:
     entry = _entry(temperature=0.7, stop=["<|im_end|>"], n_ctx=2048)
-    lines = convert.parameters_text(entry).splitlines()
+    lines = model_facts.parameters_text(entry).splitlines()
     assert [line.split(None, 1) for line in lines] == [
         ["num_ctx", "2048"],
         ["temperature", "0.7"],

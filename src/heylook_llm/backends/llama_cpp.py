@@ -19,7 +19,9 @@ from llguidance.llamacpp import lltokenizer_from_vocab
 from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.constrained import GrammarCache, TokenMask, grammar_text
-from heylook_llm.backends.llama_engine import EngineOptions, LlamaEngine, Sequence, native_errors, native_reason
+from heylook_llm.backends.llama_engine import LlamaEngine, Sequence
+from heylook_llm.backends.llama_native import native_errors, native_reason
+from heylook_llm.backends.llama_options import EngineOptions
 from heylook_llm.backends.reasoning_gate import ReasoningGate, prompt_opens_reasoning
 from heylook_llm.backends.tokens import PromptLimit, checked_context
 from heylook_llm.config.chat_formats import CHAT_FORMATS

@@ -15,20 +15,18 @@ All methods run on the model's worker thread.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
 import numpy as np
 
 from heylook_llm.backends.constrained import TokenMask
+from heylook_llm.backends.llama_native import init_backend, native_errors, native_reason
+from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
 from heylook_llm.backends.llama_sampling import build_sampler_chain
 from heylook_llm.backends.llama_slots import Slot, SlotTable
 from heylook_llm.backends.logprobs import Distribution, describe
@@ -42,106 +40,6 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
-
-_native_log = logging.getLogger("heylook_llm.llama_cpp.native")
-# ggml_log_level: NONE=0, DEBUG=1, INFO=2, WARN=3, ERROR=4, CONT=5 (continuation lines, such as progress dots).
-_GGML_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
-
-
-_GGML_ERROR = 4
-_capture = threading.local()
-"""Per thread: the list that collects llama.cpp's error lines while `native_errors()` is open (loads run on the
-model's worker thread, and llama.cpp logs on the thread that called it)."""
-
-
-@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
-def _forward_native_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-    # llama.cpp prints hundreds of lines per load on stderr; keep its warnings and errors, in our log.
-    py_level = _GGML_LEVELS.get(level, logging.DEBUG)
-    errors: list[str] | None = getattr(_capture, "errors", None)
-    if errors is not None and level == _GGML_ERROR:
-        errors.append(text.decode("utf-8", "replace").strip())
-    if _native_log.isEnabledFor(py_level):
-        message = text.decode("utf-8", "replace").rstrip()
-        if message:
-            _native_log.log(py_level, "%s", message)
-
-
-@contextlib.contextmanager
-def native_errors() -> Iterator[list[str]]:
-    """Collect the error lines llama.cpp logs on this thread meanwhile: its C API returns NULL on failure and says
-    why only in its log."""
-    _init_backend()
-    errors: list[str] = []
-    _capture.errors = errors
-    try:
-        yield errors
-    finally:
-        _capture.errors = None
-
-
-def native_reason(errors: list[str], default: str) -> str:
-    """llama.cpp's own words for a failure: its distinct error lines without their function-name prefixes, most
-    specific first (the last line is the generic "failed to load model")."""
-    reasons: list[str] = []
-    for line in errors:
-        reason = line.strip()
-        # "llama_model_load: error loading model: llama_model_loader: ..." -> drop the C function names.
-        while True:
-            head, sep, rest = reason.partition(": ")
-            if not sep or not (head.replace("_", "").isalnum() or head == "error loading model"):
-                break
-            reason = rest.strip()
-        if reason and reason not in reasons:
-            reasons.append(reason)
-    specific = [r for r in reasons if r != "failed to load model"]
-    return "; ".join(specific or reasons) or default
-
-
-_backend_ready = False
-
-
-def _init_backend() -> None:
-    global _backend_ready
-    if not _backend_ready:
-        llama_cpp.llama_log_set(_forward_native_log, ctypes.c_void_p(0))
-        llama_cpp.llama_backend_init()
-        _backend_ready = True
-        # llama.cpp's INFO lines are a load report, not news: only DEBUG shows them.
-        if not _native_log.isEnabledFor(logging.DEBUG):
-            _native_log.setLevel(logging.WARNING)
-
-
-def default_flash_attn(head_width: int, offloaded: bool) -> bool | None:
-    """Off for CPU-only models whose attention heads are narrower than 64; otherwise None (llama.cpp decides).
-
-    llama.cpp's CPU flash-attention kernel pays a fixed cost per key row that narrow heads do not repay:
-    on a model with 16-wide heads it cut single-sequence decoding from 14,000 to 8,500 tok/s, and 60 new
-    tokens after 1,270 cached ones took 16 ms instead of 2.3 ms. With 64-wide heads it decodes a little faster.
-    """
-    if offloaded or head_width <= 0:
-        return None
-    return False if head_width < 64 else None
-
-
-@dataclass(slots=True)
-class EngineOptions:
-    model_path: Path
-    n_ctx: int
-    """Context window of each sequence slot."""
-    parallel: int
-    n_batch: int
-    n_threads: int
-    """Threads for steps of one token per sequence."""
-    n_gpu_layers: int
-    use_mmap: bool
-    prefix_cache: bool
-    mmproj_path: Path | None = None
-    """A vision projector GGUF loaded with libmtmd against the model: prompts may then hold images."""
-    n_threads_batch: int | None = None
-    """Threads for prompts and multi-token batches (default: n_threads)."""
-    flash_attn: bool | None = None
-    """None applies `default_flash_attn`."""
 
 
 @dataclass(eq=False, slots=True)
@@ -201,7 +99,7 @@ class LlamaEngine:
 
     # --- lifecycle ----------------------------------------------------------------------------
     def load(self) -> None:
-        _init_backend()
+        init_backend()
         opts = self.options
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = opts.n_gpu_layers

@@ -55,6 +55,16 @@ class _SamplingDefaults(_Strict):
     min_p: float | None = Field(default=None, ge=0.0, le=1.0)
     max_tokens: int | None = Field(default=None, ge=1)
     stop: list[str] | None = None
+    tool_format: str | None = None
+    """The model's tool-call syntax (see TOOL_FORMATS); unset: detected from its chat template."""
+
+    @field_validator("tool_format")
+    @classmethod
+    def _known_tool_format(cls, value: str | None) -> str | None:
+        if value is not None and value not in TOOL_FORMATS:
+            raise ValueError(f"unknown tool_format '{value}' (known: {', '.join(TOOL_FORMATS)})")
+        return value
+
     reasoning_format: str | None = None
     """How the model marks its reasoning (see REASONING_FORMATS; `none`: no reasoning); unset: detected from its
     chat template."""
@@ -84,16 +94,6 @@ class LlamaCppConfig(_SamplingDefaults):
     n_batch: int = Field(default=512, ge=1)
     use_mmap: bool = True
     chat_format: str | None = None
-    tool_format: str | None = None
-    """The model's tool-call syntax (see TOOL_FORMATS); unset: detected from its chat template."""
-
-    @field_validator("tool_format")
-    @classmethod
-    def _known_tool_format(cls, value: str | None) -> str | None:
-        if value is not None and value not in TOOL_FORMATS:
-            raise ValueError(f"unknown tool_format '{value}' (known: {', '.join(TOOL_FORMATS)})")
-        return value
-
     chat_template: str | None = None
     embedding: bool = False
     mmproj_path: Path | None = None
@@ -149,16 +149,6 @@ class MLXConfig(_SamplingDefaults):
     """An mlx-lm model folder; docs/mlx.md describes every field."""
 
     model_path: Path
-    tool_format: str | None = None
-    """The model's tool-call syntax (see TOOL_FORMATS); unset: detected from its chat template."""
-
-    @field_validator("tool_format")
-    @classmethod
-    def _known_tool_format(cls, value: str | None) -> str | None:
-        if value is not None and value not in TOOL_FORMATS:
-            raise ValueError(f"unknown tool_format '{value}' (known: {', '.join(TOOL_FORMATS)})")
-        return value
-
     vision: bool = False
     draft_model_path: Path | None = None
     num_draft_tokens: int = Field(default=2, ge=1)
@@ -231,7 +221,6 @@ PROVIDER_CONFIGS: dict[str, type[LlamaCppConfig] | type[MLXConfig]] = {
 
 SAMPLING_CONFIG_FIELDS = (
     *_SamplingDefaults.model_fields,
-    "tool_format",
     "repeat_penalty",
     "repetition_penalty",
     "repetition_context_size",

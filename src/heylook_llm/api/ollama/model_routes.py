@@ -13,7 +13,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from heylook_llm.api import limits
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
-from heylook_llm.api.ollama import convert, refusals
+from heylook_llm.api.ollama import convert, model_facts, refusals
 from heylook_llm.api.ollama.dialect import OllamaRoute
 from heylook_llm.api.ollama.schemas import (
     CopyRequest,
@@ -93,7 +93,7 @@ async def tags(request: Request) -> Response:
         except ModelLoadError as exc:
             log.warning("/api/tags leaves out %s", exc.message)
             continue
-        listed.append(convert.listed_model(entry, info, digest))
+        listed.append(model_facts.listed_model(entry, info, digest))
     return OrjsonResponse({"models": listed})
 
 
@@ -104,11 +104,11 @@ async def show(body: ModelRequest, request: Request) -> Response:
     entry = engine.resolve(body.model, latest_tag=True)
     info = await engine.file_info(entry, large_arrays=body.verbose)
     payload: dict[str, Any] = {
-        "modelfile": convert.modelfile_text(entry, info),
-        "parameters": convert.parameters_text(entry),
+        "modelfile": model_facts.modelfile_text(entry, info),
+        "parameters": model_facts.parameters_text(entry),
         "template": _template(entry, info),
-        "details": convert.details(info, entry),
-        "model_info": convert.model_info(info),
+        "details": model_facts.details(info, entry),
+        "model_info": model_facts.model_info(info),
         "capabilities": capability_names(engine.features(entry, info)),
         "modified_at": convert.timestamp(info.modified_at),
     }
@@ -129,7 +129,7 @@ async def running(request: Request) -> Response:
             log.warning("/api/ps: %s", exc.message)
             continue
         rows.append(
-            convert.running_model(
+            model_facts.running_model(
                 model.entry,
                 info,
                 digest,
