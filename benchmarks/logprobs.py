@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 
 from benchmarks.models import RECIPES, BenchModel, ensure_model
 from benchmarks.servers import HEYLOOK_GGUF_ID, HEYLOOK_MLX_ID, heylook_config, heylook_spec, running_server
-from benchmarks.structured import one
+from benchmarks.structured import measure
 from heylook_llm.backends.llama_cpp import LlamaCppBackend
 from heylook_llm.backends.logprobs import Distribution, describe
 from heylook_llm.config.registry import parse_registry
@@ -56,17 +55,8 @@ def body_for(model: str, max_tokens: int, top: int | None, index: int, eos: list
 async def level(
     base: str, model: str, clients: int, requests: int, max_tokens: int, top: int | None, eos: list[int]
 ) -> dict[str, float]:
-    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
-        await one(client, body_for(model, 8, top, -1, eos))  # warm: load, connections
-        started = time.perf_counter()
-        results = await asyncio.gather(
-            *(one(client, body_for(model, max_tokens, top, i, eos)) for i in range(requests * clients))
-        )
-        wall = time.perf_counter() - started
-    return {
-        "decode_tps_per_stream": statistics.median(r["decode_tps"] for r in results),
-        "total_tps": sum(r["tokens"] for r in results) / wall,
-    }
+    bodies = [body_for(model, max_tokens, top, i, eos) for i in range(requests * clients)]
+    return await measure(base, body_for(model, 8, top, -1, eos), bodies)
 
 
 def per_token_cost(repeats: int = 200) -> dict[str, dict[str, float]]:

@@ -88,21 +88,26 @@ def body_for(model: str, max_tokens: int, constrained: bool, index: int, eos: li
     return body
 
 
-async def level(
-    base: str, model: str, clients: int, requests: int, max_tokens: int, constrained: bool, eos: list[int]
-) -> dict[str, float]:
+async def measure(base: str, warm: dict[str, Any], bodies: list[dict[str, Any]]) -> dict[str, float]:
+    """One warm-up request (load, compile, connections), then `bodies` all at once: decode tok/s per stream, total
+    tok/s and median time to first token."""
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
-        await one(client, body_for(model, 8, constrained, -1, eos))  # warm: load, compile, connections
+        await one(client, warm)
         started = time.perf_counter()
-        results = await asyncio.gather(
-            *(one(client, body_for(model, max_tokens, constrained, i, eos)) for i in range(requests * clients))
-        )
+        results = await asyncio.gather(*(one(client, body) for body in bodies))
         wall = time.perf_counter() - started
     return {
         "decode_tps_per_stream": statistics.median(r["decode_tps"] for r in results),
         "total_tps": sum(r["tokens"] for r in results) / wall,
         "ttft_p50_s": statistics.median(r["ttft_s"] for r in results),
     }
+
+
+async def level(
+    base: str, model: str, clients: int, requests: int, max_tokens: int, constrained: bool, eos: list[int]
+) -> dict[str, float]:
+    bodies = [body_for(model, max_tokens, constrained, i, eos) for i in range(requests * clients)]
+    return await measure(base, body_for(model, 8, constrained, -1, eos), bodies)
 
 
 async def compile_cost(base: str, model: str) -> dict[str, float]:

@@ -305,6 +305,16 @@ def logprobs_json(entries: list[TokenLogprob]) -> list[dict[str, Any]]:
     return out
 
 
+def _assistant_message(text: str, calls: list[ToolCallDelta] | list[ToolCall] | None, thinking: str) -> dict[str, Any]:
+    """Ollama's `message` of a chat piece or final line: text, thinking, and tool calls with object arguments."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if thinking:
+        message["thinking"] = thinking
+    if calls:
+        message["tool_calls"] = tool_calls_json(calls)
+    return message
+
+
 def chat_piece(
     model: str,
     text: str,
@@ -313,11 +323,7 @@ def chat_piece(
     thinking: str = "",
     logprobs: list[TokenLogprob] | None = None,
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if thinking:
-        message["thinking"] = thinking
-    if calls:
-        message["tool_calls"] = tool_calls_json(calls)
+    message = _assistant_message(text, calls, thinking)
     piece: dict[str, Any] = {"model": model, "created_at": timestamp(), "message": message, "done": False}
     if logprobs:
         piece["logprobs"] = logprobs_json(logprobs)
@@ -347,11 +353,7 @@ def chat_final(
     thinking: str = "",
     logprobs: list[TokenLogprob] | None = None,
 ) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": text}
-    if thinking:
-        message["thinking"] = thinking
-    if calls:
-        message["tool_calls"] = tool_calls_json(calls)
+    message = _assistant_message(text, calls, thinking)
     final: dict[str, Any] = {
         "model": model,
         "created_at": timestamp(),
