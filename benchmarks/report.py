@@ -12,10 +12,15 @@ RUNNER_ORDER = (
     "heylookllm",
     "heylookllm-nocache",
     "inprocess-heylookllm",
+    "llama-server",
     "llama_cpp.server",
     "inprocess-llama-cpp-python",
     "mlx_lm.server",
 )
+LLAMA_SERVER_LEVELS = (1, 8, 16)
+"""Concurrency levels whose total tok/s must reach llama-server's (issue 22)."""
+TTFT_CLIENTS = 8
+"""The level whose TTFT p50 and p99 must not exceed llama-server's."""
 
 
 def find(runs: list[Run], model: str, fmt: str, runner: str) -> Run | None:
@@ -40,6 +45,20 @@ def level_rate(run: Run | None, clients: int) -> float | None:
         if level["clients"] == clients:
             return float(level["total_tokens_per_second"]) or None
     return None
+
+
+def level_ttft(run: Run | None, clients: int, which: str) -> float | None:
+    """`which`: "p50" or "p99" of every request's TTFT at that level."""
+    for level in (run or {}).get("levels") or []:
+        if level["clients"] == clients:
+            value = level.get(f"ttft_{which}_s")
+            return float(value) if value is not None else None
+    return None
+
+
+def long_prompt_ttft(run: Run | None) -> float | None:
+    value = ((run or {}).get("long_prompt") or {}).get("ttft_s")
+    return float(value) if value is not None else None
 
 
 def last_turn_ttft(run: Run | None) -> float | None:
@@ -88,10 +107,35 @@ def checks(runs: list[Run], models: list[str], top: int = 8) -> list[Check]:
         return find(runs, model, fmt, runner)
 
     def add(label: str, a: float | None, b: float | None, target: float | None, at_most: bool = False) -> None:
+        if a is None and b is None:
+            return  # neither side was measured in this run (a subset, or a model without that format)
         out.append(Check(label, _ratio(a, b), target, at_most))
 
     for model in models:
         hey = get(model, "gguf", "heylookllm")
+        native = get(model, "gguf", "llama-server")
+        if native is not None:
+            for clients in LLAMA_SERVER_LEVELS:
+                add(
+                    f"{model} gguf  {clients} client(s) total: heylookllm / llama-server",
+                    level_rate(hey, clients),
+                    level_rate(native, clients),
+                    1.0 if model in ("50m", "smollm2") else None,
+                )
+            for which in ("p50", "p99"):
+                add(
+                    f"{model} gguf  TTFT {which} at {TTFT_CLIENTS} clients: heylookllm / llama-server",
+                    level_ttft(hey, TTFT_CLIENTS, which),
+                    level_ttft(native, TTFT_CLIENTS, which),
+                    1.0 if model in ("50m", "smollm2") else None,
+                    at_most=True,
+                )
+            add(
+                f"{model} gguf  prompt processing (long prompt): heylookllm / llama-server",
+                long_prompt_ttft(native),
+                long_prompt_ttft(hey),
+                0.95 if model in ("50m", "smollm2") else None,
+            )
         peer = get(model, "gguf", "llama_cpp.server")
         hey_inproc = get(model, "gguf", "inprocess-heylookllm")
         llama_inproc = get(model, "gguf", "inprocess-llama-cpp-python")
@@ -197,6 +241,51 @@ def figures_table(runs: list[Run], levels: list[int]) -> str:
     return _table(headers, rows, align_left=3)
 
 
+def llama_server_table(runs: list[Run], models: list[str], levels: list[int]) -> str:
+    """The headline: heylookllm against llama.cpp's own server, with the Python peer beside it."""
+    headers = ["model", "figure", "heylookllm", "llama-server", "ratio", "llama_cpp.server", "ratio"]
+    rows = []
+    for model in models:
+        hey = find(runs, model, "gguf", "heylookllm")
+        native = find(runs, model, "gguf", "llama-server")
+        python_peer = find(runs, model, "gguf", "llama_cpp.server")
+        if hey is None or native is None:
+            continue
+        figures: list[tuple[str, Any, bool]] = [
+            (f"{n} cl. tok/s", lambda r, n=n: level_rate(r, n), False) for n in levels if n in LLAMA_SERVER_LEVELS
+        ]
+        figures += [
+            (f"TTFT {w} @{TTFT_CLIENTS} ms", lambda r, w=w: level_ttft(r, TTFT_CLIENTS, w), True)
+            for w in ("p50", "p99")
+        ]
+        figures.append(("long prompt ms", long_prompt_ttft, True))
+        for label, get_value, is_time in figures:
+            a, b, c = get_value(hey), get_value(native), get_value(python_peer)
+            if a is None and b is None:
+                continue  # not measured in this run (a level left out)
+            scale = 1000.0 if is_time else 1.0
+            digits = 1 if is_time else 0
+            # Ratios read "heylookllm is N x as good": rates a / b, times b / a.
+            ratio_native = _ratio(b, a) if is_time else _ratio(a, b)
+            ratio_python = _ratio(c, a) if is_time else _ratio(a, c)
+            rows.append(
+                [
+                    model,
+                    label,
+                    _fmt(a, scale, digits),
+                    _fmt(b, scale, digits),
+                    "-" if ratio_native is None else f"{ratio_native:.2f}x",
+                    _fmt(c, scale, digits),
+                    "-" if ratio_python is None else f"{ratio_python:.2f}x",
+                ]
+            )
+    if not rows:
+        return "(no llama-server runs: build it with benchmarks/build_llama_server.py)"
+    return "heylookllm against llama.cpp's llama-server (ratio > 1: heylookllm better)\n" + _table(
+        headers, rows, align_left=2
+    )
+
+
 def checks_table(items: list[Check]) -> str:
     rows = []
     for c in items:
@@ -210,6 +299,7 @@ RUNNER_COLORS = {
     "heylookllm": "tab:blue",
     "heylookllm-nocache": "lightsteelblue",
     "inprocess-heylookllm": "navy",
+    "llama-server": "tab:red",
     "llama_cpp.server": "tab:orange",
     "inprocess-llama-cpp-python": "saddlebrown",
     "mlx_lm.server": "tab:green",

@@ -1,6 +1,7 @@
 """Benchmark heylookllm against llama_cpp.server, mlx_lm.server and the in-process baselines.
 
-    .venv/bin/python benchmarks/run.py            # the full run (tiny and ~50M models), under 15 minutes
+    .venv/bin/python benchmarks/build_llama_server.py   # once: llama.cpp's own server, the headline peer
+    .venv/bin/python benchmarks/run.py            # the full run (tiny, ~50M and SmolLM2-135M models)
     .venv/bin/python benchmarks/run.py --quick    # smoke run: tiny model, fewer tokens and requests
     .venv/bin/python benchmarks/run.py --only 50m gguf          # a subset: models, formats, runners
     .venv/bin/python benchmarks/run.py --report benchmarks/results/benchmark.json   # reprint a saved run
@@ -29,7 +30,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import report
-from benchmarks.models import RECIPES, ensure_model
+from benchmarks.models import EXTERNAL_GGUF, RECIPES, BenchModel, ensure_model, external_model
 from benchmarks.servers import DEFAULT_BATCH_THREADS, DEFAULT_THREADS, heylook_has_batch_threads
 from benchmarks.suite import (
     FORMATS,
@@ -89,7 +90,9 @@ def print_report(record: dict[str, Any]) -> None:
     print()
     print(report.figures_table(runs, levels))
     print()
-    print(report.checks_table(report.checks(runs, models, top=max(levels))))
+    print(report.llama_server_table(runs, models, levels))
+    print()
+    print(report.checks_table(report.checks(runs, models, top=_top_level(levels))))
     failed = [r for r in runs if r["status"] != "ok"]
     for run in failed:
         print(f"\n{run['model']}/{run['format']}/{run['runner']} failed: {run.get('error')}")
@@ -141,6 +144,17 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="before each model/format group, wait up to this long for other programs to go idle (default: 20)",
     )
+    parser.add_argument(
+        "--levels",
+        default=None,
+        metavar="N,N,...",
+        help="concurrency levels to measure, e.g. 1,8,16 (default: 1,2,4,8,16; waves per level as in the full plan)",
+    )
+    parser.add_argument("--max-tokens", type=int, default=None, help="generated tokens a request (default 128)")
+    parser.add_argument(
+        "--waves", type=int, default=None, help="waves per concurrency level (default: 10, 4, 3, 5, 3 for 1-16 clients)"
+    )
+    parser.add_argument("--no-chat", action="store_true", help="skip the 5-turn chat (and the nocache server)")
     parser.add_argument("--report", type=Path, default=None, metavar="JSON", help="print a saved run and exit")
     args = parser.parse_args(argv)
 
@@ -159,6 +173,16 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, threads=args.threads)
     if args.batch_threads is not None:
         plan = dataclasses.replace(plan, batch_threads=args.batch_threads)
+    if args.levels is not None:
+        levels = tuple(int(n) for n in args.levels.split(","))
+        waves = tuple(plan.waves[plan.levels.index(n)] if n in plan.levels else 3 for n in levels)
+        plan = dataclasses.replace(plan, levels=levels, waves=waves)
+    if args.max_tokens is not None:
+        plan = dataclasses.replace(plan, max_tokens=args.max_tokens)
+    if args.waves is not None:
+        plan = dataclasses.replace(plan, waves=tuple(args.waves for _ in plan.levels))
+    if args.no_chat:
+        plan = dataclasses.replace(plan, conversations=0)
     model_names = ["tiny"] if args.quick else list(MODEL_NAMES)
     model_names = [m for m in model_names if not (set(MODEL_NAMES) & set(args.only)) or m in args.only]
 
@@ -190,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = RunContext(results, results / "logs", results / "configs", record, save, quiet_wait_s=args.quiet_wait)
     ctx.progress(f"generating or reusing models: {', '.join(model_names)}")
-    models = [ensure_model(RECIPES[name], results / "models") for name in model_names]
+    models = [_model(name, results) for name in model_names]
     record["models"] = {m.name: m.to_json() for m in models}
     # MLX's CPU backend multiplies matrices far slower than llama.cpp here; the ~50M model gets a lighter plan.
     if not heylook_has_batch_threads():
@@ -221,13 +245,24 @@ def main(argv: list[str] | None = None) -> int:
         record["chart"] = str(chart_path)
     except Exception as exc:  # the chart is a convenience; the table and JSON already hold every figure
         record["notes"].append(f"chart not written: {type(exc).__name__}: {exc}")
-    checks = report.checks(record["runs"], [m.name for m in models], top=max(plan.levels))
+    checks = report.checks(record["runs"], [m.name for m in models], top=_top_level(list(plan.levels)))
     record["checks"] = [c.to_json() for c in checks]
     save()
     print_report(record)
     print(f"\nresults: {json_path}\nchart:   {chart_path}\nlogs:    {results / 'logs'}")
     print(f"whole run: {record['seconds']:.0f}s")
     return 0
+
+
+def _top_level(levels: list[int]) -> int:
+    """The level the Python peers' multi-client targets are set at: 8 clients when measured."""
+    return 8 if 8 in levels else max(levels)
+
+
+def _model(name: str, results: Path) -> BenchModel:
+    if name in EXTERNAL_GGUF:
+        return external_model(name)
+    return ensure_model(RECIPES[name], results / "models")
 
 
 def _plan_json(plan: Plan) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Server processes for the benchmark: heylookllm, llama-cpp-python's server and mlx-lm's server.
+"""Server processes for the benchmark: heylookllm, llama.cpp's llama-server, llama-cpp-python's server and
+mlx-lm's server.
 
 Each runs as a child process on a free port of 127.0.0.1, in its own process group, with its output in a log
 file. `running_server` always stops the process (and anything it started) when the block ends, also on errors.
@@ -145,6 +146,9 @@ models:
       n_threads: {threads}{batch_line}
       parallel: {parallel}
       prefix_cache: {"true" if prefix_cache else "false"}
+"""
+    if model.mlx_dir is not None:
+        text += f"""\
   - id: {HEYLOOK_MLX_ID}
     provider: mlx
     config:
@@ -183,6 +187,33 @@ def llama_cpp_server_spec(model: BenchModel, threads: int, batch_threads: int) -
     return ServerSpec("llama_cpp.server", command, "/v1/models", "default")
 
 
+def llama_server_spec(model: BenchModel, threads: int, batch_threads: int, parallel: int) -> ServerSpec:
+    """llama.cpp's own server, built by benchmarks/build_llama_server.py from the installed llama-cpp-python's
+    sdist: the same slots, context per slot and threads as heylookllm; everything else its defaults."""
+    from benchmarks.build_llama_server import server_binary
+
+    binary = server_binary()
+    if binary is None:
+        raise ServerStartError("llama-server is not built: run .venv/bin/python benchmarks/build_llama_server.py")
+    command = [
+        str(binary),
+        "--model",
+        str(model.gguf_path.resolve()),
+        # -c is the whole KV cache, shared out among the -np slots: the same per-slot context as heylookllm.
+        "--ctx-size",
+        str(BENCH_CONTEXT * parallel),
+        "--parallel",
+        str(parallel),
+        "--threads",
+        str(threads),
+        "--threads-batch",
+        str(batch_threads),
+        "--no-webui",
+    ]
+    return ServerSpec("llama-server", command, "/health", "default")
+
+
 def mlx_lm_server_spec(model: BenchModel) -> ServerSpec:
+    assert model.mlx_dir is not None
     command = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model.mlx_dir.resolve())]
     return ServerSpec("mlx_lm.server", command, "/health", "default_model")

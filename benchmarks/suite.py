@@ -42,15 +42,17 @@ from benchmarks.servers import (
     HEYLOOK_MLX_ID,
     RunningServer,
     ServerSpec,
+    ServerStartError,
     heylook_config,
     heylook_spec,
     llama_cpp_server_spec,
+    llama_server_spec,
     mlx_lm_server_spec,
     running_server,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-MODEL_NAMES = ("tiny", "50m")
+MODEL_NAMES = ("tiny", "50m", "smollm2")
 FORMATS = ("gguf", "mlx")
 GROUP_RUNNERS: dict[str, tuple[str, ...]] = {
     "gguf": (
@@ -58,6 +60,7 @@ GROUP_RUNNERS: dict[str, tuple[str, ...]] = {
         "inprocess-heylookllm",
         "heylookllm",
         "heylookllm-nocache",
+        "llama-server",
         "llama_cpp.server",
     ),
     "mlx": ("inprocess-heylookllm", "heylookllm", "mlx_lm.server"),
@@ -70,10 +73,14 @@ CHAT_ONLY_RUNNERS = ("heylookllm-nocache",)
 @dataclass(frozen=True, slots=True)
 class Plan:
     max_tokens: int = 128
-    levels: tuple[int, ...] = (1, 2, 4, 8)
-    waves: tuple[int, ...] = (10, 4, 3, 5)
-    """Waves per level (same order as `levels`): each wave is `clients` requests sent at once. The 1- and
-    8-client levels carry the targets: more waves there keep one slow spell of the machine from deciding them."""
+    levels: tuple[int, ...] = (1, 2, 4, 8, 16)
+    waves: tuple[int, ...] = (10, 4, 3, 5, 3)
+    """Waves per level (same order as `levels`): each wave is `clients` requests sent at once. The 1-, 8- and
+    16-client levels carry the targets: more waves there keep one slow spell of the machine from deciding them."""
+    long_prompt_tokens: int = 2000
+    """Prompt processing: a prompt of this many tokens (made-up sentences, new to every cache), 1 generated token."""
+    long_prompts: int = 3
+    """Long-prompt requests per server (interleaved between servers); 0: not measured."""
     conversations: int = 5
     turns: int = len(USER_TURNS)
     turn_max_tokens: int = 32
@@ -107,11 +114,21 @@ class Plan:
             batch_threads=self.batch_threads,
             inprocess_reps=1,
             inprocess_levels=(),
+            long_prompts=0,
         )
 
 
 FULL_PLAN = Plan()
-QUICK_PLAN = Plan(max_tokens=32, levels=(1, 4), waves=(3, 1), conversations=1, inprocess_reps=2, inprocess_levels=(4,))
+QUICK_PLAN = Plan(
+    max_tokens=32,
+    levels=(1, 4),
+    waves=(3, 1),
+    conversations=1,
+    inprocess_reps=2,
+    inprocess_levels=(4,),
+    long_prompt_tokens=500,
+    long_prompts=1,
+)
 
 
 @dataclass(slots=True)
@@ -138,7 +155,11 @@ def plan_groups(models: list[BenchModel], plan: Plan, only: list[str], light_mlx
         for fmt in FORMATS:
             if chosen_formats and fmt not in chosen_formats:
                 continue
+            if fmt == "mlx" and model.mlx_dir is None:
+                continue  # a real GGUF file has no MLX twin
             runners = [r for r in GROUP_RUNNERS[fmt] if not chosen_runners or r in chosen_runners]
+            if plan.conversations == 0:
+                runners = [r for r in runners if r not in CHAT_ONLY_RUNNERS]
             if runners:
                 group_plan = plan.lighter() if fmt == "mlx" and model.name in light_mlx_models else plan
                 groups.append(Group(model, fmt, runners, group_plan))
@@ -152,6 +173,9 @@ def ban_list(model: BenchModel) -> dict[str, float]:
     complete (llama-cpp-python's stream then sends nothing until the end), which would distort TTFT and
     streaming. Banning them gives every server plain ASCII text to stream.
     """
+    if model.tokenizer_json is None:
+        # A real GGUF model: its ban list was read from its own vocabulary (models.external_model).
+        return {str(i): -100.0 for i in model.eos_ids}
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_file(str(model.tokenizer_json))
@@ -215,7 +239,11 @@ def _run_group(group: Group, entries: dict[str, dict[str, Any]], ctx: RunContext
             live: dict[str, RunningServer] = {}
             for runner in servers:
                 entry = entries[runner]
-                spec = _spec_for(group, runner, ctx)
+                try:
+                    spec = _spec_for(group, runner, ctx)
+                except ServerStartError as exc:
+                    _fail(entry, f"did not start: {exc}")
+                    continue
                 log_path = ctx.logs_dir / f"{group.model.name}-{group.fmt}-{runner}.log"
                 entry["log"] = str(log_path)
                 entry["command"] = spec.command
@@ -260,6 +288,8 @@ def _spec_for(group: Group, runner: str, ctx: RunContext) -> ServerSpec:
         return heylook_spec(config, HEYLOOK_GGUF_ID if group.fmt == "gguf" else HEYLOOK_MLX_ID, runner)
     if runner == "llama_cpp.server":
         return llama_cpp_server_spec(group.model, group.plan.threads, group.plan.batch_threads)
+    if runner == "llama-server":
+        return llama_server_spec(group.model, group.plan.threads, group.plan.batch_threads, group.plan.parallel)
     if runner == "mlx_lm.server":
         return mlx_lm_server_spec(group.model)
     raise ValueError(f"no server for runner {runner}")
@@ -308,8 +338,25 @@ async def _measure_servers(
             for r in throughput
         )
         ctx.progress(f"  {clients} client(s), total tok/s: {rates}")
+    for index in range(plan.long_prompts):
+        # Prompt processing: a long prompt no cache has seen, one token generated; TTFT is the prompt's time.
+        prompt = system_prompt(
+            group.model.tokenizer_json, plan.long_prompt_tokens, seed=1000 + index, gguf_path=group.model.gguf_path
+        )
+        long_options = {r: RequestOptions(o.model, 1, bias) for r, o in options.items()}
+        for runner in _rotated(throughput, index):
+            meter.watched = [live[runner].process.pid]
+            meter.start()
+            result = await run_conversation(live[runner].base_url, long_options[runner], prompt, ["Go on."])
+            data = result.turns[0].summary()
+            data["other_cores"] = meter.stop()
+            entries[runner].setdefault("long_prompts", []).append(data)
+    if plan.long_prompts:
+        ctx.progress(f"  {plan.long_prompts} long prompt(s) of {plan.long_prompt_tokens} tokens done")
     for index in range(plan.conversations):
-        prompt = system_prompt(group.model.tokenizer_json, plan.system_tokens, seed=index + 1)
+        prompt = system_prompt(
+            group.model.tokenizer_json, plan.system_tokens, seed=index + 1, gguf_path=group.model.gguf_path
+        )
         chat_options = {r: RequestOptions(o.model, plan.turn_max_tokens, bias) for r, o in options.items()}
         for runner in _rotated(ready, index):
             meter.watched = [live[runner].process.pid]
@@ -399,6 +446,14 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _percentile(ordered: list[float], pct: float) -> float | None:
+    """Nearest-rank percentile of sorted values (with fewer than 100 values, p99 is the largest)."""
+    if not ordered:
+        return None
+    rank = max(1, -(-len(ordered) * pct // 100))
+    return ordered[int(rank) - 1]
+
+
 def _summarize(entry: dict[str, Any]) -> None:
     """Figures the report reads: single (rate, TTFT), levels (median wave), turn TTFTs, other programs' CPU."""
     others: list[float] = [o for o in entry.get("other_cores_runs", []) if o is not None]
@@ -406,12 +461,15 @@ def _summarize(entry: dict[str, Any]) -> None:
     levels = []
     for clients, items in sorted(waves.items(), key=lambda kv: int(kv[0])):
         others += [w["other_cores"] for w in items if w.get("other_cores") is not None]
+        ttfts = sorted(r["ttft_s"] for w in items for r in w.get("requests", []) if r.get("ttft_s") is not None)
         levels.append(
             {
                 "clients": int(clients),
                 "waves": len(items),
                 "total_tokens_per_second": _median([w["total_tokens_per_second"] for w in items]),
                 "failures": sum(w.get("failures", 0) for w in items),
+                "ttft_p50_s": _percentile(ttfts, 50),
+                "ttft_p99_s": _percentile(ttfts, 99),
             }
         )
     singles = entry.get("single_requests")
@@ -437,6 +495,14 @@ def _summarize(entry: dict[str, Any]) -> None:
             )
     if levels:
         entry["levels"] = levels
+    long_prompts = [r for r in entry.get("long_prompts") or [] if r.get("ttft_s") is not None]
+    if long_prompts:
+        others += [r["other_cores"] for r in long_prompts if r.get("other_cores") is not None]
+        entry["long_prompt"] = {
+            "ttft_s": _median([r["ttft_s"] for r in long_prompts]),
+            "prompt_tokens": next((r["prompt_tokens"] for r in long_prompts if r.get("prompt_tokens")), None),
+            "requests": len(long_prompts),
+        }
     conversations = entry.get("conversations") or []
     if conversations:
         others += [c["other_cores"] for c in conversations if c.get("other_cores") is not None]

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from heylook_llm import __version__
 from heylook_llm.cli_security import access_settings, add_security_arguments, image_settings, request_limits
-from heylook_llm.config.durations import keep_alive_seconds
+from heylook_llm.config.durations import keep_alive_seconds, parse_duration_seconds
 from heylook_llm.config.registry import Registry, RegistryError, load_registry
 from heylook_llm.config.settings import (
     OLLAMA_DEFAULT_PORT,
     OPENAI_DEFAULT_PORT,
     ApiMode,
+    ResponseStoreSettings,
     ServerSettings,
     user_cache_dir,
     user_config_dir,
@@ -50,6 +51,65 @@ def _shutdown_timeout_arg(text: str) -> float:
     if not 0 <= value <= 3600:
         raise argparse.ArgumentTypeError(f"{text} s is outside 0 to 3600")
     return value
+
+
+def _store_age_arg(text: str) -> float:
+    try:
+        value = parse_duration_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive duration")
+    return value
+
+
+def _store_count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is less than 1")
+    return value
+
+
+def _add_response_store_arguments(parser: argparse.ArgumentParser) -> None:
+    store = parser.add_argument_group("stored responses of /v1/responses (docs/responses.md)")
+    store.add_argument(
+        "--no-response-store",
+        action="store_true",
+        help="keep no responses: store is ignored, GET /v1/responses/ID finds nothing, previous_response_id is refused",
+    )
+    store.add_argument(
+        "--response-store",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="the SQLite file of stored responses (default: responses.sqlite3 in the per-user data folder)",
+    )
+    store.add_argument(
+        "--response-store-max",
+        type=_store_count_arg,
+        default=1000,
+        metavar="N",
+        help="stored responses kept; the oldest are removed first (default: 1000)",
+    )
+    store.add_argument(
+        "--response-store-max-age",
+        type=_store_age_arg,
+        default=720 * 3600.0,
+        metavar="DURATION",
+        help="stored responses older than this are removed: '720h', '90m', seconds (default: 720h, 30 days)",
+    )
+
+
+def response_store_settings(args: argparse.Namespace) -> ResponseStoreSettings:
+    return ResponseStoreSettings(
+        enabled=not args.no_response_store,
+        path=args.response_store,
+        max_responses=args.response_store_max,
+        max_age_seconds=args.response_store_max_age,
+    )
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> None:
@@ -105,6 +165,7 @@ def _serve_parser(parser: argparse.ArgumentParser) -> None:
         help="log level (default: INFO)",
     )
     add_security_arguments(parser)
+    _add_response_store_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,18 +212,33 @@ def find_config(explicit: Path | None) -> Path | None:
 
 
 def _demo_config() -> Path:
-    from heylook_llm.demo import demo_models_current, write_demo_models
+    from heylook_llm.demo import DEMO_FORMAT_VERSION, demo_models_current, write_demo_models
+    from heylook_llm.packaged_models import (
+        find_packaged_models,
+        missing_package_hint,
+        with_mlx_folders,
+        write_first_run_config,
+    )
 
     folder = user_cache_dir() / "demo-models"
     if not demo_models_current(folder):
         write_demo_models(folder)
+    packaged = with_mlx_folders(find_packaged_models(), user_cache_dir() / "packaged-mlx")
+    config = write_first_run_config(folder / "models.yaml", DEMO_FORMAT_VERSION, packaged)
     log.info(
-        "no models.yaml found (looked for ./models.yaml and %s): serving the demo models from %s; "
+        "no models.yaml found (looked for ./models.yaml and %s): serving %sthe demo models from %s; "
         "to serve your own models write a models.yaml (see the README) and pass --config PATH",
         user_config_dir() / "models.yaml",
+        "".join(
+            f"{found.model.model_id} ({found.path}{', and its MLX copy' if found.mlx_path else ''}) and "
+            for found in packaged
+        ),
         folder,
     )
-    return folder / "models.yaml"
+    hint = missing_package_hint()
+    if hint is not None:
+        log.info("%s", hint)
+    return config
 
 
 def _url_host(host: str) -> str:
@@ -211,6 +287,7 @@ def _serve(args: argparse.Namespace) -> int:
         access=access,
         limits=request_limits(args),
         images=image_settings(args),
+        responses=response_store_settings(args),
     )
     from heylook_llm.api.app import create_app
     from heylook_llm.api.serving import serve

@@ -86,6 +86,11 @@ class ServerBusy(HeylookError):
         self.retry_after_seconds = retry_after_seconds
 
 
+class InsufficientMemory(HeylookError):
+    """The model cannot fit the memory budget even with every evictable model unloaded (HTTP 507); raised before
+    anything is loaded. The message names the estimate and the budget."""
+
+
 class GenerationFailed(HeylookError):
     """The backend failed while generating (HTTP 500)."""
 

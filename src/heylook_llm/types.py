@@ -40,6 +40,8 @@ class Feature(enum.StrEnum):
     TOOLS = "tools"
     LOGPROBS = "logprobs"
     REASONING = "reasoning"
+    RERANK = "rerank"
+    """Scoring documents against a query (a reranker's classification head)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -234,6 +236,10 @@ class GenerationStats:
     generation_seconds: float = 0.0
     queue_seconds: float = 0.0
     load_seconds: float = 0.0
+    draft_tokens: int = 0
+    """Tokens drafted for speculative decoding (llama.cpp models with draft_model_path or prompt_lookup)."""
+    accepted_draft_tokens: int = 0
+    """Drafted tokens the model agreed with: generated tokens that came from drafts."""
 
 
 MAX_TOP_LOGPROBS = 20
@@ -322,3 +328,10 @@ EmbeddingInputs = Sequence[str | list[int]]
 class EmbeddingResult:
     vectors: list[list[float]] = field(default_factory=list)
     prompt_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RerankResult:
+    scores: list[float]
+    """One relevance score per document, in the documents' order."""
+    prompt_tokens: int

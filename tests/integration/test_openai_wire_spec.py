@@ -2,7 +2,8 @@
 
 The schemas come from openai/openai-openapi, extracted into tests/data/openai_schemas.json by
 `python -m tests.support.extract_openai_schemas` (the `$ref` closure only, `nullable` rewritten for JSON Schema
-2020-12). Raw httpx, not the openai client, so that the exact JSON on the wire is what gets validated.
+2020-12). Raw httpx, not the openai client, so that the exact JSON on the wire is what gets validated. The
+Responses API's bodies and stream events are validated the same way in test_openai_responses.py (`assert_conforms`).
 """
 
 from __future__ import annotations

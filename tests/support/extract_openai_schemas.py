@@ -11,7 +11,9 @@ the result is plain JSON Schema 2020-12:
 
 - the OpenAPI 3.0 keyword `nullable: true`, still on many schemas of the 3.1 document and ignored by JSON Schema,
   becomes a type union with "null" (or `anyOf [..., {"type": "null"}]` where the schema has no single type);
-- annotations that do not take part in validation (description, title, examples, `x-*` extensions) are dropped.
+- annotations that do not take part in validation (description, title, examples, `x-*` extensions) are dropped;
+- draft 2019-09's `$recursiveRef: "#"` (two filter schemas) becomes a `$ref` to the schema it sits in, and its
+  `$recursiveAnchor` is dropped.
 """
 
 from __future__ import annotations
@@ -33,6 +35,26 @@ UPSTREAM_REPO = "openai/openai-openapi"
 UPSTREAM_COMMIT = "f85dbe223d40e1a31cba812ab2d755c7e98a92a3"
 REF_PREFIX = "#/components/schemas/"
 
+RESPONSE_EVENT_SCHEMAS = {
+    "response.created": "ResponseCreatedEvent",
+    "response.in_progress": "ResponseInProgressEvent",
+    "response.completed": "ResponseCompletedEvent",
+    "response.incomplete": "ResponseIncompleteEvent",
+    "response.failed": "ResponseFailedEvent",
+    "response.output_item.added": "ResponseOutputItemAddedEvent",
+    "response.output_item.done": "ResponseOutputItemDoneEvent",
+    "response.content_part.added": "ResponseContentPartAddedEvent",
+    "response.content_part.done": "ResponseContentPartDoneEvent",
+    "response.output_text.delta": "ResponseTextDeltaEvent",
+    "response.output_text.done": "ResponseTextDoneEvent",
+    "response.function_call_arguments.delta": "ResponseFunctionCallArgumentsDeltaEvent",
+    "response.function_call_arguments.done": "ResponseFunctionCallArgumentsDoneEvent",
+    "response.reasoning_text.delta": "ResponseReasoningTextDeltaEvent",
+    "response.reasoning_text.done": "ResponseReasoningTextDoneEvent",
+    "error": "ResponseErrorEvent",
+}
+"""The Responses stream events the server sends, by event type, with the schema of each."""
+
 ROOT_SCHEMAS = (
     "CreateChatCompletionResponse",
     "CreateChatCompletionStreamResponse",
@@ -42,6 +64,12 @@ ROOT_SCHEMAS = (
     "ListModelsResponse",
     "Model",
     "ErrorResponse",
+    # The Responses API (tests/integration/test_openai_responses.py): the response, its items and usage, and each
+    # stream event the server sends (the members of ResponseStreamEvent, named one by one).
+    "Response",
+    "OutputItem",
+    "ResponseUsage",
+    *RESPONSE_EVENT_SCHEMAS.values(),
 )
 """The schemas the wire-spec test names; the rest of the file is what these refer to."""
 
@@ -86,7 +114,7 @@ def clean_schema(schema: Any) -> Any:
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
-        if key in ANNOTATIONS or key.startswith("x-") or key == "nullable":
+        if key in ANNOTATIONS or key.startswith("x-") or key in ("nullable", "$recursiveAnchor"):
             continue
         if key in SCHEMA_MAPS and isinstance(value, dict):
             out[key] = {name: clean_schema(sub) for name, sub in value.items()}
@@ -113,6 +141,20 @@ def _refs(node: Any, found: set[str]) -> None:
             _refs(item, found)
 
 
+def _recursive_refs(node: Any, name: str) -> Any:
+    """`$recursiveRef: "#"` as a `$ref` to component `name`, which it means once the component stands alone."""
+    if isinstance(node, dict):
+        return {
+            ("$ref" if key == "$recursiveRef" else key): (
+                f"{REF_PREFIX}{name}" if key == "$recursiveRef" and value == "#" else _recursive_refs(value, name)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_recursive_refs(item, name) for item in node]
+    return node
+
+
 def extract(spec: dict[str, Any], roots: Sequence[str] = ROOT_SCHEMAS) -> dict[str, Any]:
     """The data file's content: `roots` and every schema they reach through `$ref`, cleaned."""
     components: dict[str, Any] = spec["components"]["schemas"]
@@ -122,7 +164,7 @@ def extract(spec: dict[str, Any], roots: Sequence[str] = ROOT_SCHEMAS) -> dict[s
         name = todo.pop()
         if name in schemas:
             continue
-        schemas[name] = clean_schema(components[name])
+        schemas[name] = _recursive_refs(clean_schema(components[name]), name)
         found: set[str] = set()
         _refs(schemas[name], found)
         todo.extend(sorted(found - schemas.keys()))

@@ -30,7 +30,9 @@ class ServerProcess:
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # The per-user data folder (stored responses) is the test's own, never the developer's.
+        data_home = {"XDG_DATA_HOME": str(log_path.parent / "user-data")}
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **data_home, **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "heylook_llm", *args, "--port", str(self.port)],
             stdout=self._log,

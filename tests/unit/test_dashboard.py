@@ -112,8 +112,8 @@ def test_snapshot_shows_models_history_with_each_dialect_and_memory() -> None:
     assert [r["completion_tokens"] for r in history] == [3, 2]
     assert all(r["prompt_tokens"] == 1 and r["ttft_seconds"] is not None for r in history)
     assert snapshot["history_size"] == 100 and snapshot["live_seconds"] == 300
-    assert snapshot["memory"]["budget_bytes"] is None
-    assert snapshot["memory"]["loaded_bytes"] == 0  # the fake backend reports no sizes
+    assert snapshot["memory"]["budget_bytes"] > 0  # a share of the machine's memory when models.yaml sets none
+    assert snapshot["memory"]["loaded_bytes"] >= 0  # the fake backend's measured resident growth
 
 
 def test_stream_starts_with_a_snapshot_then_ticks_every_second() -> None:

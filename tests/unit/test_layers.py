@@ -24,6 +24,8 @@ FORBIDDEN: dict[str, tuple[str, ...]] = {
         "heylook_llm.engine.router",
         "heylook_llm.engine.worker",
         "heylook_llm.engine.generation",
+        # Upstream models are reached through the façade too (Engine.generate, upstream_status, remote).
+        "heylook_llm.engine.upstream",
     ),
 }
 

@@ -20,6 +20,9 @@ from heylook_llm.api.ollama.body_type import JsonBodyForOllama
 from heylook_llm.api.ollama.dialect import OLLAMA
 from heylook_llm.api.ollama.routes import routes as ollama_routes
 from heylook_llm.api.openai.dialect import OPENAI
+from heylook_llm.api.openai.rerank import rerank_routes
+from heylook_llm.api.openai.responses_routes import routes as responses_routes
+from heylook_llm.api.openai.responses_store import ResponseStore
 from heylook_llm.api.openai.routes import routes as openai_routes
 from heylook_llm.api.openapi import install_openapi
 from heylook_llm.api.security import install_security
@@ -41,13 +44,15 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
         engine = Engine(registry, settings, backend_factory, metrics=app.state.metrics, model_info=reader)
         app.state.engine = engine
         startup = settings.startup_model_id or registry.default_model
-        preload = asyncio.create_task(engine.preload(startup)) if startup else None
+        # The start-up model, then the models marked `preload: true`.
+        preload = asyncio.create_task(engine.preload(startup))
         try:
             yield
         finally:
             if preload is not None:
                 preload.cancel()
             await engine.close()
+            app.state.response_store.close()
 
     app = FastAPI(
         title="heylookllm",
@@ -59,6 +64,7 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     app.state.metrics = MetricsRecorder()
     app.state.field_log = UnknownFieldLog()
     app.state.images = ImagePipeline(settings.images)
+    app.state.response_store = ResponseStore(settings.responses)
     # Anthropic's Messages API lives under /v1 beside OpenAI's, so it is served whenever OpenAI's is.
     dialects = ((OPENAI, settings.api.serves_openai), (ANTHROPIC, settings.api.serves_openai))
     served = [d for d, on in (*dialects, (OLLAMA, settings.api.serves_ollama)) if on]
@@ -74,6 +80,8 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     app.include_router(ui.routes)
     if settings.api.serves_openai:
         app.include_router(openai_routes)
+        app.include_router(rerank_routes)
+        app.include_router(responses_routes)
         app.include_router(anthropic_routes)
     if settings.api.serves_ollama:
         app.include_router(ollama_routes)

@@ -54,6 +54,7 @@ def _features(engine: Engine, entry: ModelEntry, loaded: bool) -> dict[str, bool
         # Fill-in-the-middle depends on tokens found at load time: only a loaded model can answer.
         "fill_in_middle": (Feature.FILL_IN_MIDDLE in features) if loaded else None,
         "embedding": Feature.EMBEDDING in features,
+        "rerank": Feature.RERANK in features,
         "vision": Feature.IMAGES in features,
     }
 

@@ -17,6 +17,7 @@ from heylook_llm.errors import (
     ContextLengthExceeded,
     GenerationFailed,
     HeylookError,
+    InsufficientMemory,
     InvalidRequest,
     LimitExceeded,
     ModelLoadError,
@@ -47,6 +48,8 @@ def status_and_code(exc: HeylookError) -> tuple[int, str, str]:
         return (503 if exc.missing_dependency else 500), "server_error", "model_load_failed"
     if isinstance(exc, ServerBusy):
         return 503, "server_error", "server_busy"
+    if isinstance(exc, InsufficientMemory):
+        return 507, "server_error", "insufficient_memory"
     if isinstance(exc, ServerShuttingDown):
         return 503, "server_error", "server_shutting_down"
     if isinstance(exc, GenerationFailed):

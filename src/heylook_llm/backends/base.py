@@ -14,7 +14,14 @@ from typing import Any
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.errors import CapabilityError, GenerationFailed
-from heylook_llm.types import EmbeddingInputs, EmbeddingResult, Feature, GenerationChunk, GenerationRequest
+from heylook_llm.types import (
+    EmbeddingInputs,
+    EmbeddingResult,
+    Feature,
+    GenerationChunk,
+    GenerationRequest,
+    RerankResult,
+)
 
 
 @dataclass(slots=True)
@@ -25,6 +32,8 @@ class ModelFacts:
     size_bytes: int = 0
     accelerator_bytes: int = 0
     """Bytes of the weights held in GPU (or Apple unified) memory; 0 when the model runs on the CPU."""
+    load_fraction: float | None = None
+    """While loading: the share of the weights read so far (llama.cpp reports it); None where not reported."""
     metadata: dict[str, str] = field(default_factory=dict)
     chat_template: str | None = None
     special_tokens: dict[str, int] = field(default_factory=dict)
@@ -95,6 +104,10 @@ class Backend(abc.ABC):
         """One vector per input (a text, or token ids of the model's own vocabulary); `truncate` cuts inputs
         longer than the context instead of refusing them."""
         raise CapabilityError(f"model '{self.entry.id}' does not produce embeddings", param="model")
+
+    def rerank(self, query: str, documents: list[str]) -> RerankResult:
+        """One relevance score per document for `query` (a reranker's classification head)."""
+        raise CapabilityError(f"model '{self.entry.id}' is not a reranker", param="model")
 
     @abc.abstractmethod
     def unload(self) -> None:

@@ -1,10 +1,10 @@
 """llama.cpp backend (GGUF files) through llama-cpp-python.
 
 Chat and completion models run on `LlamaEngine` (llama.cpp's low-level API: one context, `parallel` sequence
-slots, continuous batching, prefix cache). Embedding models use llama-cpp-python's `Llama.embed`. With
-`mmproj_path` the engine also loads a vision projector (libmtmd, llama_vision.py): a chat request with images
-is rendered with the projector's marker where each image goes (before its message's text) and tokenized into
-text and image chunks.
+slots, continuous batching, prefix cache). Embedding models use llama-cpp-python's `Llama.embed`; rerankers use
+llama.cpp's rank pooling (llama_rank.py). With `mmproj_path` the engine also loads a vision projector (libmtmd,
+llama_vision.py): a chat request with images is rendered with the projector's marker where each image goes
+(before its message's text) and tokenized into text and image chunks.
 """
 
 from __future__ import annotations
@@ -22,12 +22,14 @@ from heylook_llm.backends.constrained import GrammarCache, TokenMask, grammar_te
 from heylook_llm.backends.llama_engine import LlamaEngine, Sequence
 from heylook_llm.backends.llama_native import native_errors, native_reason
 from heylook_llm.backends.llama_options import EngineOptions
+from heylook_llm.backends.llama_rank import LlamaRanker, RankerOptions, check_pair_lengths
+from heylook_llm.backends.llama_speculative import speculation_options
 from heylook_llm.backends.reasoning_gate import ReasoningGate, prompt_opens_reasoning
 from heylook_llm.backends.tokens import PromptLimit, checked_context
 from heylook_llm.config.chat_formats import CHAT_FORMATS
 from heylook_llm.config.registry import LlamaCppConfig, ModelEntry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.errors import CapabilityError, ContextLengthExceeded, InvalidRequest, ModelLoadError
+from heylook_llm.errors import CapabilityError, ContextLengthExceeded, InvalidRequest, ModelLoadError, PromptTooLong
 from heylook_llm.types import (
     ChatMessage,
     EmbeddingInputs,
@@ -36,6 +38,7 @@ from heylook_llm.types import (
     GenerationChunk,
     GenerationRequest,
     ReasoningControl,
+    RerankResult,
     ToolSpec,
 )
 
@@ -53,6 +56,7 @@ class LlamaCppBackend(Backend):
         self.config: LlamaCppConfig = entry.config
         self._engine: LlamaEngine | None = None
         self._embedder: Any = None
+        self._ranker: LlamaRanker | None = None
         self._template: ChatTemplate | None = None
         self._fim_tokens: tuple[int, int, int] | None = None
         self._grammars: GrammarCache | None = None
@@ -66,6 +70,9 @@ class LlamaCppBackend(Backend):
         if cfg.embedding:
             self._load_embedder()
             self.features = frozenset({Feature.EMBEDDING})
+        elif cfg.rerank:
+            self._load_ranker()
+            self.features = frozenset({Feature.RERANK})
         else:
             self._load_engine()
             self.features = self._generation_features()
@@ -112,7 +119,12 @@ class LlamaCppBackend(Backend):
                 use_mmap=cfg.use_mmap,
                 prefix_cache=cfg.prefix_cache,
                 mmproj_path=cfg.mmproj_path,
-            )
+                cache_type_k=cfg.cache_type_k,
+                cache_type_v=cfg.cache_type_v,
+                kv_unified=cfg.kv_unified,
+                on_progress=self._loading,
+            ),
+            speculation_options(cfg),
         )
         try:
             engine.load()
@@ -127,6 +139,9 @@ class LlamaCppBackend(Backend):
         self._template = self._chat_template(self.facts.metadata)
         self.facts.chat_template = self._template.source
         self.facts.special_tokens = engine.special_tokens()
+
+    def _loading(self, fraction: float) -> None:
+        self.facts.load_fraction = fraction
 
     def _load_embedder(self) -> None:
         from llama_cpp import Llama
@@ -151,7 +166,31 @@ class LlamaCppBackend(Backend):
         self.facts.context_length = self._embedder.n_ctx()
         self.facts.metadata = dict(self._embedder.metadata)
 
+    def _load_ranker(self) -> None:
+        cfg = self.config
+        ranker = LlamaRanker(
+            RankerOptions(
+                model_path=cfg.model_path,
+                n_ctx=cfg.n_ctx,
+                max_sequences=cfg.parallel,
+                n_threads=self._batch_threads(),
+                n_threads_batch=self._batch_threads(),
+                n_gpu_layers=cfg.n_gpu_layers,
+                use_mmap=cfg.use_mmap,
+            )
+        )
+        try:
+            ranker.load()
+        except RuntimeError as exc:
+            raise ModelLoadError(self.entry.id, str(exc)) from exc
+        self._ranker = ranker
+        self.facts.context_length = ranker.n_ctx
+        self.facts.metadata = ranker.metadata()
+
     def unload(self) -> None:
+        if self._ranker is not None:
+            self._ranker.unload()
+            self._ranker = None
         if self._engine is not None:
             self._engine.unload()
             self._engine = None
@@ -182,9 +221,8 @@ class LlamaCppBackend(Backend):
 
     def _require_engine(self) -> LlamaEngine:
         if self._engine is None:
-            raise CapabilityError(
-                f"model '{self.entry.id}' is an embedding model and cannot generate text", param="model"
-            )
+            kind = "a reranker" if self._ranker is not None else "an embedding model"
+            raise CapabilityError(f"model '{self.entry.id}' is {kind} and cannot generate text", param="model")
         return self._engine
 
     # --- requests -----------------------------------------------------------------------------
@@ -334,8 +372,31 @@ class LlamaCppBackend(Backend):
         if self._engine is not None:
             self._engine.close(sequence)
 
+    def rerank(self, query: str, documents: list[str]) -> RerankResult:
+        ranker = self._ranker
+        if ranker is None:
+            raise CapabilityError(
+                f"model '{self.entry.id}' is not a reranker (set rerank: true in the config of a reranker GGUF)",
+                param="model",
+            )
+        limit = PromptLimit(ranker.n_ctx, self.settings.limits.prompt_bytes_per_token)
+        for index, document in enumerate(documents):
+            try:
+                limit.check(query, document)
+            except PromptTooLong as exc:
+                raise InvalidRequest(f"documents[{index}] with the query: {exc}", param=f"documents[{index}]") from exc
+        pairs = [ranker.pair_tokens(query, document) for document in documents]
+        check_pair_lengths([len(pair) for pair in pairs], ranker.n_ctx)
+        return RerankResult(scores=ranker.score(pairs), prompt_tokens=sum(len(pair) for pair in pairs))
+
     def embed(self, inputs: EmbeddingInputs, *, truncate: bool = False) -> EmbeddingResult:
         if self._embedder is None:
+            if self._ranker is not None:
+                raise CapabilityError(
+                    f"model '{self.entry.id}' is a reranker: it scores documents (POST /v1/rerank), it does not "
+                    "produce embeddings",
+                    param="model",
+                )
             raise CapabilityError(
                 f"model '{self.entry.id}' is not an embedding model (set embedding: true in its config)",
                 param="model",

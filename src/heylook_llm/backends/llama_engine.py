@@ -29,6 +29,13 @@ from heylook_llm.backends.llama_native import init_backend, native_errors, nativ
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
 from heylook_llm.backends.llama_sampling import build_sampler_chain
 from heylook_llm.backends.llama_slots import Slot, SlotTable
+from heylook_llm.backends.llama_speculative import (
+    DraftModel,
+    SequenceDrafting,
+    SpeculationOptions,
+    Speculator,
+    load_speculator,
+)
 from heylook_llm.backends.logprobs import Distribution, describe
 from heylook_llm.backends.reasoning_gate import ReasoningGate
 from heylook_llm.backends.text import StopMatcher, Utf8Assembler
@@ -40,6 +47,25 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+
+KV_CACHE_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
+"""models.yaml's cache_type_k / cache_type_v -> ggml type."""
+
+
+def _progress_callback(opts: EngineOptions) -> Any:
+    """llama.cpp's load progress callback calling `opts.on_progress` (None without one); returning True goes on."""
+    report = opts.on_progress
+    if report is None:
+        return None
+
+    def progress(fraction: float, _user_data: Any) -> bool:
+        try:
+            report(float(fraction))
+        except Exception:
+            log.exception("the load progress report failed")
+        return True
+
+    return llama_cpp.llama_progress_callback(progress)
 
 
 @dataclass(eq=False, slots=True)
@@ -76,11 +102,15 @@ class Sequence:
     """The reasoning section (budget, constraint deferred until the answer); None when the request needs neither."""
     reasoning_open: bool = False
     """The prompt ends inside the reasoning section: said on the first chunk."""
+    drafting: SequenceDrafting | None = None
+    """Speculative decoding's drafts and counts (llama_speculative.py); None when the sequence does not speculate."""
 
 
 class LlamaEngine:
-    def __init__(self, options: EngineOptions) -> None:
+    def __init__(self, options: EngineOptions, speculation: SpeculationOptions | None = None) -> None:
         self.options = options
+        self.speculation = speculation
+        self._speculator: Speculator | None = None
         self._model: Any = None
         self._ctx: Any = None
         self._vocab: Any = None
@@ -104,25 +134,34 @@ class LlamaEngine:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = opts.n_gpu_layers
         model_params.use_mmap = opts.use_mmap
+        progress = _progress_callback(opts)
+        if progress is not None:
+            model_params.progress_callback = progress
         with native_errors() as errors:
             self._model = llama_cpp.llama_model_load_from_file(str(opts.model_path).encode(), model_params)
+        del progress  # llama.cpp calls it only while loading; the reference kept it alive until then
         if not self._model:
             reason = native_reason(errors, "it gave no reason")
             raise RuntimeError(f"llama.cpp could not load {opts.model_path}: {reason}")
         ctx_params = llama_cpp.llama_context_default_params()
-        ctx_params.n_ctx = opts.n_ctx * opts.parallel
+        # Unified: the slots share one pool of n_ctx tokens (each may use all of it), as llama-server's --kv-unified.
+        ctx_params.n_ctx = opts.n_ctx if opts.kv_unified else opts.n_ctx * opts.parallel
         ctx_params.n_seq_max = opts.parallel
         ctx_params.n_batch = max(opts.n_batch, opts.parallel)
         ctx_params.n_ubatch = ctx_params.n_batch
         ctx_params.n_threads = opts.n_threads
         ctx_params.n_threads_batch = opts.n_threads_batch or opts.n_threads
         flash_attn = opts.flash_attn if opts.flash_attn is not None else self._flash_attn_default(opts)
+        if opts.cache_type_v != "f16":
+            flash_attn = True  # llama.cpp stores a quantized V cache only with flash attention
+        ctx_params.type_k = KV_CACHE_TYPES[opts.cache_type_k]
+        ctx_params.type_v = KV_CACHE_TYPES[opts.cache_type_v]
         self.flash_attn = flash_attn
         if flash_attn is not None:
             ctx_params.flash_attn_type = (
                 llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
             )
-        ctx_params.kv_unified = False
+        ctx_params.kv_unified = opts.kv_unified
         ctx_params.no_perf = True
         with native_errors() as errors:
             self._ctx = llama_cpp.llama_init_from_model(self._model, ctx_params)
@@ -147,8 +186,36 @@ class LlamaEngine:
             except RuntimeError:
                 self.unload()
                 raise
+        if self.speculation is not None:
+            self._load_speculator(self.speculation)
+
+    def _load_speculator(self, speculation: SpeculationOptions) -> None:
+        opts = self.options
+        draft = None
+        if speculation.draft_model_path is not None:
+            draft = DraftModel(
+                speculation.draft_model_path,
+                n_ctx=opts.n_ctx,
+                parallel=opts.parallel,
+                n_batch=opts.n_batch,
+                n_threads=opts.n_threads,
+                n_threads_batch=opts.n_threads_batch or opts.n_threads,
+                n_gpu_layers=opts.n_gpu_layers,
+                use_mmap=opts.use_mmap,
+            )
+        elif llama_cpp.llama_model_is_recurrent(self._model) or llama_cpp.llama_model_is_hybrid(self._model):
+            self.unload()
+            raise RuntimeError("speculative decoding needs a transformer model: a recurrent state cannot be rewound")
+        try:
+            self._speculator = load_speculator(speculation, self._vocab, draft)
+        except RuntimeError:
+            self.unload()
+            raise
 
     def unload(self) -> None:
+        if self._speculator is not None:
+            self._speculator.unload()
+            self._speculator = None
         if self.vision is not None:
             self.vision.close()
             self.vision = None
@@ -303,7 +370,9 @@ class LlamaEngine:
             media.drop_reused(reuse)
         prompt_tokens = media.token_count if media is not None else len(prompt)
         budget = min(params.max_tokens, self.options.n_ctx - prompt_tokens)
-        return Sequence(
+        if self.options.kv_unified:
+            self._make_pool_room(slot, prompt_tokens - reuse + max(0, budget))
+        seq = Sequence(
             slot=slot,
             prompt=prompt,
             pending=prompt[reuse:],
@@ -321,6 +390,21 @@ class LlamaEngine:
             gate=gate,
             reasoning_open=reasoning_open,
         )
+        if self._speculator is not None:
+            seq.drafting = self._speculator.attach(seq)
+        return seq
+
+    def _make_pool_room(self, slot: Slot, needed: int) -> None:
+        """kv_unified: every slot's tokens share one pool of n_ctx cells. Drop the cached prefixes of idle slots,
+        least recently used first, until `needed` more tokens fit (busy sequences keep theirs)."""
+        table = self._slot_table
+        used = sum(len(s.cached) for s in table.slots)
+        idle_slots = [s for s in table.slots if not s.busy and s is not slot and s.cached]
+        for idle in sorted(idle_slots, key=lambda s: s.last_used):
+            if used + needed <= self.options.n_ctx:
+                break
+            used -= len(idle.cached)
+            table.clear(idle)
 
     def close(self, seq: Sequence) -> None:
         if seq.sampler is not None:
@@ -347,11 +431,16 @@ class LlamaEngine:
         batch = self._batch
         n = 0
         decoding = [s for s in live if not s.pending]
+        speculator = self._speculator
+        if speculator is not None:
+            speculator.propose(decoding, self._batch_capacity - len(decoding))
         for seq in decoding:
             self._put(batch, n, seq.next_token, len(seq.slot.cached), seq.slot.seq_id, True)
             seq.slot.cached.append(seq.next_token)
             seq.logits_index = n
             n += 1
+            if speculator is not None:
+                n = speculator.put_drafts(seq, batch, n)
         for seq in live:
             if not seq.pending or n >= self._batch_capacity:
                 continue
@@ -373,7 +462,13 @@ class LlamaEngine:
             for seq in live:
                 self._forget(seq)
             raise GenerationFailed(f"llama_decode failed with status {status}")
-        return [failed.get(id(seq)) or (self._sample_or_fail(seq) if seq.logits_index >= 0 else None) for seq in seqs]
+        return [failed.get(id(seq)) or (self._sample_next(seq) if seq.logits_index >= 0 else None) for seq in seqs]
+
+    def _sample_next(self, seq: Sequence) -> GenerationChunk | BaseException:
+        if seq.drafting is None:
+            return self._sample_or_fail(seq)
+        # Speculating: the next token, then one more per draft the model agrees with (llama_speculative.py).
+        return seq.drafting.take(seq, self._sample_or_fail, llama_cpp.llama_get_memory(self._ctx))
 
     def _evaluate_image(self, seq: Sequence) -> None:
         """Evaluate the image at the head of `seq.pending`, whose text before it is already in the cache."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,3 +37,11 @@ class EngineOptions:
     """Threads for prompts and multi-token batches (default: n_threads)."""
     flash_attn: bool | None = None
     """None applies `default_flash_attn`."""
+    cache_type_k: str = "f16"
+    """KV cache key type: f16, q8_0 or q4_0."""
+    cache_type_v: str = "f16"
+    """KV cache value type; a quantized one switches flash attention on."""
+    kv_unified: bool = False
+    """One pool of n_ctx tokens shared by all slots (instead of n_ctx per slot)."""
+    on_progress: Callable[[float], None] | None = None
+    """Called on the loading thread with the share of the weights read (0 to 1) while the model loads."""

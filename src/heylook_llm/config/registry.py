@@ -9,12 +9,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from heylook_llm.config.chat_formats import CHAT_FORMATS, REASONING_FORMATS, TOOL_FORMATS
+from heylook_llm.config.durations import keep_alive_seconds, parse_duration_seconds
 from heylook_llm.types import SamplingOverrides
 
-Provider = Literal["llama_cpp", "mlx"]
+Provider = Literal["llama_cpp", "mlx", "openai_compatible", "ollama"]
+KvCacheType = Literal["f16", "q8_0", "q4_0"]
+UPSTREAM_PROVIDERS = ("openai_compatible", "ollama")
+"""Providers whose models run on another server (engine/upstream): outside the LRU and the memory budget."""
 MAX_MODEL_ID_LENGTH = 256
 MIN_CONTEXT_TOKENS = 16
 MAX_CONTEXT_TOKENS = 4 * 1024 * 1024
@@ -84,6 +97,23 @@ class _SamplingDefaults(_Strict):
         return value
 
 
+class PromptLookup(_Strict):
+    """Speculative decoding with drafts taken from the context itself (prompt-lookup, n-gram) for GGUF models."""
+
+    ngram_max: int = Field(default=3, ge=1, le=16)
+    """Longest n-gram of the context's end searched for earlier in the context; longer matches are tried first."""
+    ngram_min: int = Field(default=2, ge=1, le=16)
+    """Shortest n-gram tried; 1 drafts after any repeated token (more guesses, fewer of them right)."""
+    num_draft_tokens: int = Field(default=8, ge=1, le=64)
+    """Tokens proposed per step: the continuation of the match."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PromptLookup:
+        if self.ngram_min > self.ngram_max:
+            raise ValueError(f"ngram_min ({self.ngram_min}) is larger than ngram_max ({self.ngram_max})")
+        return self
+
+
 class LlamaCppConfig(_SamplingDefaults):
     model_path: Path
     n_ctx: int = Field(default=4096, ge=MIN_CONTEXT_TOKENS)
@@ -96,12 +126,26 @@ class LlamaCppConfig(_SamplingDefaults):
     chat_format: str | None = None
     chat_template: str | None = None
     embedding: bool = False
+    rerank: bool = False
+    """A reranker GGUF (rank pooling, a classification head): serves /v1/rerank only (docs/rerank.md)."""
     mmproj_path: Path | None = None
     repeat_penalty: float | None = Field(default=None, gt=0.0)
     parallel: int = Field(default=4, ge=1, le=64)
     """Sequence slots: requests generated at once in one batch. KV memory is parallel x n_ctx tokens."""
     prefix_cache: bool = True
     """Reuse the longest matching prompt prefix left in a free slot's KV cache."""
+    cache_type_k: KvCacheType = "f16"
+    """Type of the cached keys (llama-server's --cache-type-k); q8_0 and q4_0 take about 1/2 and 1/4 the memory."""
+    cache_type_v: KvCacheType = "f16"
+    """Type of the cached values; a quantized type needs flash attention (switched on unless set off)."""
+    kv_unified: bool = False
+    """All slots share one pool of n_ctx tokens (llama-server's --kv-unified) instead of n_ctx each."""
+    draft_model_path: Path | None = None
+    """A smaller GGUF with the same vocabulary drafting tokens for greedy requests (speculative decoding)."""
+    num_draft_tokens: int = Field(default=4, ge=1, le=64)
+    """Tokens the draft model proposes per step. Only with draft_model_path."""
+    prompt_lookup: PromptLookup | None = None
+    """Drafts taken from the prompt and output so far (speculative decoding without a draft model)."""
 
     @field_validator("chat_format")
     @classmethod
@@ -116,6 +160,22 @@ class LlamaCppConfig(_SamplingDefaults):
     def _one_template_source(self) -> LlamaCppConfig:
         if self.chat_format is not None and self.chat_template is not None:
             raise ValueError("set either chat_format or chat_template, not both")
+        if self.cache_type_v != "f16" and self.flash_attn is False:
+            # llama.cpp refuses a quantized V cache without flash attention (the context would not be created).
+            raise ValueError(f"cache_type_v {self.cache_type_v} needs flash attention; remove flash_attn: false")
+        kv_settings = [f for f in ("cache_type_k", "cache_type_v", "kv_unified") if f in self.model_fields_set]
+        if kv_settings and (self.embedding or self.rerank):
+            # Embedding and rerank models run outside the generation engine, which is what these settings shape.
+            raise ValueError(f"{', '.join(kv_settings)}: only for generating models (not embedding or rerank)")
+        # Speculative decoding (docs/speculative.md): one drafting kind, for generating models.
+        if "num_draft_tokens" in self.model_fields_set and self.draft_model_path is None:
+            raise ValueError("num_draft_tokens applies only with draft_model_path (speculative decoding)")
+        if self.draft_model_path is not None and self.prompt_lookup is not None:
+            raise ValueError("set either draft_model_path or prompt_lookup, not both")
+        if self.embedding and (self.draft_model_path is not None or self.prompt_lookup is not None):
+            raise ValueError("speculative decoding (draft_model_path, prompt_lookup) needs a generating model")
+        if self.rerank and (self.embedding or self.mmproj_path is not None):
+            raise ValueError("a rerank model cannot also be an embedding model or take an mmproj_path")
         return self
 
     def sampling_defaults(self) -> SamplingOverrides:
@@ -143,6 +203,8 @@ class LlamaCppConfig(_SamplingDefaults):
         self.model_path = _resolve(base, self.model_path)
         if self.mmproj_path is not None:
             self.mmproj_path = _resolve(base, self.mmproj_path)
+        if self.draft_model_path is not None:
+            self.draft_model_path = _resolve(base, self.draft_model_path)
 
 
 class MLXConfig(_SamplingDefaults):
@@ -213,9 +275,112 @@ class MLXConfig(_SamplingDefaults):
             self.draft_model_path = _resolve(base, self.draft_model_path)
 
 
-PROVIDER_CONFIGS: dict[str, type[LlamaCppConfig] | type[MLXConfig]] = {
+class UpstreamReplica(_Strict):
+    """Another server of the same model: its own base_url, optionally its own model name and key."""
+
+    base_url: str
+    model: str | None = Field(default=None, min_length=1)
+    api_key: str | None = None
+    api_key_env: str | None = Field(default=None, min_length=1)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_base_url(value)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> UpstreamReplica:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("set either api_key or api_key_env, not both")
+        return self
+
+
+UPSTREAM_FEATURES = ("chat", "completion", "embedding", "images", "response_format", "tools", "logprobs", "reasoning")
+"""Feature names an upstream entry may declare in `features` (the values of types.Feature it can pass through)."""
+
+
+class UpstreamConfig(_SamplingDefaults):
+    """A model served by another server (vLLM, SGLang, llama-server, Ollama, another heylookllm); docs/scale-out.md."""
+
+    base_url: str
+    """OpenAI-compatible: the upstream's OpenAI base URL (`http://host:8000/v1`); Ollama: `http://host:11434`."""
+    model: str = Field(min_length=1)
+    """The model's name on the upstream."""
+    api_key: str | None = None
+    api_key_env: str | None = Field(default=None, min_length=1)
+    """The environment variable holding the key (read when the server starts)."""
+    replicas: list[UpstreamReplica] = Field(default_factory=list)
+    """More upstreams serving the same model; requests go to the least busy healthy one."""
+    features: list[str] | None = None
+    """What the upstream passes through (see UPSTREAM_FEATURES); unset: the provider's defaults."""
+    connect_timeout_seconds: float = Field(default=5.0, gt=0.0)
+    read_timeout_seconds: float = Field(default=600.0, gt=0.0)
+    """Longest wait for the upstream's next bytes (a long prompt on a busy cluster takes a while)."""
+    health_check_seconds: float = Field(default=10.0, gt=0.0)
+    """How often each replica is checked; a failed one is checked again after a growing backoff."""
+    max_in_flight: int | None = Field(default=None, ge=1)
+    """Requests sent to one replica at once; more wait (None: no limit here, the upstream queues)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_base_url(value)
+
+    @field_validator("features")
+    @classmethod
+    def _known_features(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if name not in UPSTREAM_FEATURES:
+                raise ValueError(f"unknown feature '{name}' (known: {', '.join(UPSTREAM_FEATURES)})")
+        return value
+
+    @model_validator(mode="after")
+    def _upstream_fields(self) -> UpstreamConfig:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("set either api_key or api_key_env, not both")
+        # The upstream renders its own template and parses its own output: these would be ignored.
+        local_only = [f for f in ("tool_format", "max_reasoning_tokens") if f in self.model_fields_set]
+        if local_only:
+            raise ValueError(
+                f"{', '.join(local_only)} cannot be set for an upstream model (the upstream parses its own output)"
+            )
+        return self
+
+    def sampling_defaults(self) -> SamplingOverrides:
+        return SamplingOverrides(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            max_tokens=self.max_tokens,
+            stop=self.stop,
+        )
+
+    def context_size(self) -> int | None:
+        return None
+
+    def template_override(self) -> str | None:
+        return None
+
+    def resolve_paths(self, base: Path) -> None:
+        return None
+
+
+def _http_base_url(value: str) -> str:
+    """An http(s) URL with a host, without a trailing slash (paths are appended to it)."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or rest.startswith("/"):
+        raise ValueError(f"'{value}' is not an http:// or https:// URL with a host")
+    if any(c.isspace() for c in value) or "?" in value or "#" in value:
+        raise ValueError(f"'{value}' holds spaces, a query or a fragment; give the base URL only")
+    return value.rstrip("/")
+
+
+PROVIDER_CONFIGS: dict[str, type[LlamaCppConfig] | type[MLXConfig] | type[UpstreamConfig]] = {
     "llama_cpp": LlamaCppConfig,
     "mlx": MLXConfig,
+    "openai_compatible": UpstreamConfig,
+    "ollama": UpstreamConfig,
 }
 
 
@@ -238,7 +403,24 @@ class ModelEntry(_Strict):
     """A system prompt used when a chat request brings none (Ollama's SYSTEM; set by /api/create)."""
     parent_model: str | None = None
     """The entry this one was copied or created from through the API (shown by Ollama's /api/show)."""
-    config: LlamaCppConfig | MLXConfig
+    pin: bool = False
+    """Never evicted to make room nor unloaded by its keep-alive (an explicit unload still unloads it)."""
+    preload: bool = False
+    """Loaded at start-up (several models may be)."""
+    keep_alive: float | None = None
+    """Default keep-alive of this model in seconds (`inf`: for ever) when a request does not say; None: the
+    server's --keep-alive. Written as a duration ("10m", -1 for ever)."""
+    config: LlamaCppConfig | MLXConfig | UpstreamConfig
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _parse_keep_alive(cls, value: Any) -> Any:
+        return None if value is None else keep_alive_seconds(value)
+
+    @property
+    def upstream(self) -> UpstreamConfig | None:
+        """The upstream's settings when another server runs this model (provider openai_compatible or ollama)."""
+        return self.config if isinstance(self.config, UpstreamConfig) else None
 
     @field_validator("id")
     @classmethod
@@ -259,7 +441,29 @@ class Registry(_Strict):
     models: list[ModelEntry] = Field(default_factory=list)
     default_model: str | None = None
     max_loaded_models: int = Field(default=2, ge=1)
+    memory_budget: int | str | None = None
+    """Memory the loaded models may use together: bytes, a size ("12GiB", "8GB") or a share of the machine's
+    memory ("60%"); None: a safe share of the memory available at start-up (engine/memory.py)."""
+    min_residency: float = Field(default=0.0, ge=0.0)
+    """Seconds a model loaded for a request stays before another model may evict it (the A/B/A swap guard);
+    written as a duration ("30s")."""
     source: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _valid_budget(cls, value: Any) -> Any:
+        if value is not None:
+            budget_bytes(value, total_bytes=1 << 40)
+        return value
+
+    @field_validator("min_residency", mode="before")
+    @classmethod
+    def _residency_seconds(cls, value: Any) -> Any:
+        return parse_duration_seconds(value) if isinstance(value, str) else value
+
+    def memory_budget_bytes(self, total_bytes: int) -> int | None:
+        """`memory_budget` in bytes for a machine with `total_bytes` of memory (None: not set)."""
+        return None if self.memory_budget is None else budget_bytes(self.memory_budget, total_bytes)
 
     def enabled(self) -> list[ModelEntry]:
         return [m for m in self.models if m.enabled]
@@ -269,6 +473,31 @@ class Registry(_Strict):
             if m.id == model_id and m.enabled:
                 return m
         return None
+
+
+_BYTE_SIZE = TypeAdapter(ByteSize)
+
+
+def budget_bytes(value: Any, total_bytes: int) -> int:
+    """A memory budget in bytes: a whole number of bytes, a size ("12GiB", "500MB") or a percentage of
+    `total_bytes` ("60%"). ValueError names what is wrong."""
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError("memory_budget must be bytes, a size such as '12GiB' or a percentage such as '60%'")
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            share = float(value.strip()[:-1])
+        except ValueError:
+            raise ValueError(f"'{value}' is not a percentage") from None
+        if not 0 < share <= 100:
+            raise ValueError(f"'{value}': a percentage of memory must be more than 0 and at most 100")
+        return int(total_bytes * share / 100)
+    try:
+        size = int(_BYTE_SIZE.validate_python(value))
+    except ValidationError:
+        raise ValueError(f"'{value}' is not a size (examples: 12GiB, 500MB, 60%)") from None
+    if size <= 0:
+        raise ValueError("memory_budget must be more than 0 bytes")
+    return size
 
 
 class RegistryError(Exception):
@@ -344,7 +573,7 @@ def parse_registry(data: Any, source: Path | None) -> Registry:
     if not isinstance(data, dict):
         raise RegistryError(source, [f"top level: expected a mapping with 'models', got {type(data).__name__}"])
     problems: list[str] = []
-    known_top = ["models", "default_model", "max_loaded_models"]
+    known_top = ["models", "default_model", "max_loaded_models", "memory_budget", "min_residency"]
     for key in data:
         if key not in known_top:
             close = difflib.get_close_matches(str(key), known_top, n=1, cutoff=0.5)
@@ -371,6 +600,8 @@ def parse_registry(data: Any, source: Path | None) -> Registry:
             models=models,
             default_model=data.get("default_model"),
             max_loaded_models=data.get("max_loaded_models", 2),
+            memory_budget=data.get("memory_budget"),
+            min_residency=data.get("min_residency", 0.0),
             source=source,
         )
     except ValidationError as exc:

@@ -37,6 +37,28 @@ def user_cache_dir() -> Path:
     return Path(platformdirs.user_cache_dir(APP_NAME))
 
 
+def user_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
+
+
+@dataclass(slots=True)
+class ResponseStoreSettings:
+    """Stored responses of the OpenAI Responses API (docs/responses.md): `store: true` responses are kept for
+    GET /v1/responses/{id} and `previous_response_id`, oldest evicted first."""
+
+    enabled: bool = True
+    """Off (--no-response-store): nothing is written; previous_response_id is refused."""
+    path: Path | None = None
+    """The SQLite file (--response-store PATH); None: responses.sqlite3 in the per-user data folder."""
+    max_responses: int = 1000
+    """Stored responses kept (--response-store-max); the oldest go first."""
+    max_age_seconds: float = 30 * 24 * 3600.0
+    """Stored responses older than this are gone (--response-store-max-age, default 30 days)."""
+
+    def file(self) -> Path:
+        return self.path if self.path is not None else user_data_dir() / "responses.sqlite3"
+
+
 @dataclass(slots=True)
 class ImageSettings:
     """Limits on images in requests (docs/vision.md)."""
@@ -108,6 +130,7 @@ class ServerSettings:
     images: ImageSettings = field(default_factory=ImageSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     limits: RequestLimits = field(default_factory=RequestLimits)
+    responses: ResponseStoreSettings = field(default_factory=ResponseStoreSettings)
     stream_interval_seconds: float = 0.005
     """While one stream's tokens come faster than this, they are sent together at most this often (the first
     and the last token at once); 0 sends every token as its own chunk."""

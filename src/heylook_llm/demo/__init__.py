@@ -2,14 +2,15 @@
 
 `write_demo_models` writes a llama-architecture GGUF (with a byte-level BPE tokenizer trained with `tokenizers`
 and a ChatML chat template), an embedding GGUF, the chat model's weights again as MLX folders, vision models
-for both backends, and a `models.yaml` serving them. The same command twice writes identical files.
+for both backends, a reranker GGUF, and a `models.yaml` serving them. The same command twice writes identical files.
 
 The package's modules are layered, each importing only those above it:
 
 - tokenizer.py, weights.py, files.py: the shared tokenizer, the llama shape and random weights (Hugging Face
   layout, so every format is written from the same numbers), and JSON writing;
 - vision_weights.py: the CLIP vision tower and llava projector shape and weights;
-- gguf_writer.py, mlx_writer.py, vision_mlx.py, vision_gguf.py: one writer per format;
+- gguf_writer.py, mlx_writer.py, vision_mlx.py, vision_gguf.py: one writer per format; rerank_gguf.py: the
+  reranker, whose weights are chosen so its scores are predictable;
 - this module: the whole demo set, its `models.yaml`, and the names callers import.
 """
 
@@ -26,6 +27,7 @@ from heylook_llm.demo.mlx_writer import (
     write_mlx_model,
     write_random_mlx_model,
 )
+from heylook_llm.demo.rerank_gguf import DEMO_RERANK_GGUF, RERANK_MARKER_WORD, write_rerank_gguf
 from heylook_llm.demo.tokenizer import (
     BOS_TOKEN,
     CHATML_TEMPLATE,
@@ -47,10 +49,12 @@ __all__ = [
     "DEMO_FORMAT_VERSION",
     "DEMO_MLX_DIR",
     "DEMO_MLX_DRAFT_DIR",
+    "DEMO_RERANK_GGUF",
     "DEMO_VISION_GGUF_PROJECTOR",
     "DEMO_VISION_MLX_DIR",
     "EOS_TOKEN",
     "MLX_MODEL_FILES",
+    "RERANK_MARKER_WORD",
     "SPECIAL_TOKENS",
     "VISION_MODEL_FILES",
     "Array",
@@ -64,11 +68,12 @@ __all__ = [
     "write_llama_gguf",
     "write_mlx_model",
     "write_random_mlx_model",
+    "write_rerank_gguf",
     "write_vision_mlx_model",
     "write_vision_projector_gguf",
 ]
 
-DEMO_FORMAT_VERSION = "7"
+DEMO_FORMAT_VERSION = "8"
 DEMO_TOOLS_GGUF = "demo-tools-gguf.gguf"
 DEMO_TOOLS_MLX_DIR = "demo-tools-mlx"
 DEMO_THINK_GGUF = "demo-think-gguf.gguf"
@@ -147,6 +152,15 @@ models:
       mmproj_path: {DEMO_VISION_GGUF_PROJECTOR}
       n_ctx: 2048
       n_threads: 2
+  - id: demo-rerank-gguf
+    provider: llama_cpp
+    description: Tiny Qwen3-style reranker (GGUF, rank pooling); documents that say "{RERANK_MARKER_WORD}" score highest
+    tags: [demo, rerank]
+    config:
+      model_path: {DEMO_RERANK_GGUF}
+      n_ctx: 2048
+      n_threads: 2
+      rerank: true
 """
 
 
@@ -172,6 +186,7 @@ def write_demo_models(output: Path) -> Path:
     write_mlx_model(output / DEMO_THINK_MLX_DIR, shape, chat, tokenizer, chat_template=THINK_TEMPLATE)
     write_vision_mlx_model(output / DEMO_VISION_MLX_DIR, shape, tokenizer)
     write_vision_projector_gguf(output / DEMO_VISION_GGUF_PROJECTOR, shape.hidden)
+    write_rerank_gguf(output / DEMO_RERANK_GGUF, tokenizer)
     yaml_path = output / "models.yaml"
     yaml_path.write_text(_models_yaml(), encoding="utf-8")
     return yaml_path
@@ -187,5 +202,5 @@ def demo_models_current(output: Path) -> bool:
     files += [f"{folder}/{name}" for folder in (DEMO_TOOLS_MLX_DIR, DEMO_THINK_MLX_DIR) for name in MLX_MODEL_FILES]
     files += [f"{folder}/{name}" for folder in (DEMO_MLX_DIR, DEMO_MLX_DRAFT_DIR) for name in MLX_MODEL_FILES]
     files += [f"{DEMO_VISION_MLX_DIR}/{name}" for name in VISION_MODEL_FILES]
-    files.append(DEMO_VISION_GGUF_PROJECTOR)
+    files += [DEMO_VISION_GGUF_PROJECTOR, DEMO_RERANK_GGUF]
     return bool(head) and f"(format {DEMO_FORMAT_VERSION})" in head[0] and all((output / f).is_file() for f in files)

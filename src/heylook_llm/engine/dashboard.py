@@ -61,7 +61,7 @@ class ModelState:
     expected_load_seconds: float | None = None
     """How long its previous load took: the page shows loading progress against it."""
     size_bytes: int | None = None
-    """Weights as the loaded backend reports them."""
+    """What the memory budget counts for the loaded model (measured at load; else the weights' size)."""
     accelerator_bytes: int | None = None
     """Of those, bytes in GPU (or Apple unified) memory."""
     context_length: int | None = None

@@ -7,13 +7,14 @@ models.yaml and the model file, for listings (/v1/models, /api/show, /v1/capabil
 
 from __future__ import annotations
 
-from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, ModelEntry
+from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, ModelEntry, UpstreamConfig
 from heylook_llm.engine.reasoning.formats import FORMATS, detect_reasoning_format
+from heylook_llm.engine.upstream.capabilities import upstream_features
 from heylook_llm.errors import CapabilityError
 from heylook_llm.types import Feature, GenerationRequest
 
 _WHY_NOT: dict[Feature, str] = {
-    Feature.CHAT: "it cannot chat (an embedding model)",
+    Feature.CHAT: "it cannot chat (an embedding model or a reranker)",
     Feature.COMPLETION: "it cannot complete raw prompts",
     Feature.EMBEDDING: "it does not produce embeddings",
     Feature.IMAGES: "it does not accept images",
@@ -23,6 +24,7 @@ _WHY_NOT: dict[Feature, str] = {
     Feature.TOOLS: "tool calling is not available for it",
     Feature.LOGPROBS: "log probabilities are not available for it",
     Feature.REASONING: "reasoning controls (think, reasoning_effort, max_reasoning_tokens) are not available for it",
+    Feature.RERANK: "it is not a reranker",
 }
 
 _PARAM: dict[Feature, str] = {
@@ -74,9 +76,13 @@ def expected_features(entry: ModelEntry, *, fill_in_middle: bool = False) -> fro
     """What the model will declare once loaded, from its models.yaml entry and what its file says
     (`fill_in_middle`: the vocabulary has FIM tokens)."""
     config = entry.config
+    if isinstance(config, UpstreamConfig):
+        return upstream_features(entry.provider, config)
     if isinstance(config, LlamaCppConfig):
         if config.embedding:
             return frozenset({Feature.EMBEDDING})
+        if config.rerank:
+            return frozenset({Feature.RERANK})
         found = {
             Feature.CHAT,
             Feature.COMPLETION,

@@ -13,9 +13,10 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from heylook_llm.engine.activity import GenerationTrace, LiveSeries, RequestHistory
@@ -36,6 +37,27 @@ class ModelLoadState:
     loaded: bool
     queued: int
     running: int
+    memory_bytes: int = 0
+    """Memory the budget counts for the loaded model (measured where measured)."""
+    estimated_bytes: int = 0
+    """The estimate made before it loaded."""
+    pinned: bool = False
+
+
+@dataclass(slots=True, frozen=True)
+class ReplicaFigures:
+    """One replica of an upstream model as this server sees it (read at scrape time from engine/upstream)."""
+
+    model_id: str
+    replica: str
+    base_url: str
+    healthy: bool
+    in_flight: int
+    requests: int
+    errors: int
+    time_to_first_token_sum_seconds: float
+    time_to_first_token_count: int
+    last_error: str | None
 
 
 @dataclass(slots=True, frozen=True)
@@ -115,18 +137,37 @@ def percentile(values: Iterable[float], fraction: float) -> float | None:
 class _RouterStateCollector(Collector):
     """Gauges read from the router at scrape time, so they can never go stale."""
 
-    def __init__(self, read: Callable[[], list[ModelLoadState]]) -> None:
+    def __init__(self, read: Callable[[], list[ModelLoadState]], budget: Callable[[], int]) -> None:
         self._read = read
+        self._budget = budget
 
     def describe(self) -> Iterator[Metric]:
         # Registration asks for the names; answering here keeps it from reading a router still being built.
-        return self._families([])
+        return self._families([], 0)
 
     def collect(self) -> Iterator[Metric]:
-        return self._families(self._read())
+        return self._families(self._read(), self._budget())
 
     @staticmethod
-    def _families(states: list[ModelLoadState]) -> Iterator[Metric]:
+    def _families(states: list[ModelLoadState], budget: int) -> Iterator[Metric]:
+        budget_gauge = GaugeMetricFamily("heylook_memory_budget_bytes", "Memory the loaded models may use together")
+        budget_gauge.add_metric([], budget)
+        used = GaugeMetricFamily("heylook_memory_used_bytes", "Memory the loaded models are counted as")
+        used.add_metric([], sum(s.memory_bytes for s in states if s.loaded))
+        model_memory = GaugeMetricFamily(
+            "heylook_model_memory_bytes", "A loaded model's memory (measured where measured)", labels=["model"]
+        )
+        estimated = GaugeMetricFamily(
+            "heylook_model_memory_estimate_bytes", "A loaded model's memory as estimated before load", labels=["model"]
+        )
+        for state in states:
+            if state.loaded:
+                model_memory.add_metric([state.model_id], state.memory_bytes)
+                estimated.add_metric([state.model_id], state.estimated_bytes)
+        yield budget_gauge
+        yield used
+        yield model_memory
+        yield estimated
         loaded = GaugeMetricFamily("heylook_models_loaded", "Models loaded now")
         loaded.add_metric([], sum(1 for s in states if s.loaded))
         queued = GaugeMetricFamily("heylook_queue_depth", "Requests waiting for a model's worker", labels=["model"])
@@ -139,6 +180,42 @@ class _RouterStateCollector(Collector):
         yield running
 
 
+class _UpstreamCollector(Collector):
+    """Per-replica figures of upstream models, read at scrape time."""
+
+    def __init__(self, read: Callable[[], list[ReplicaFigures]]) -> None:
+        self._read = read
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families([])
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(self._read())
+
+    @staticmethod
+    def _families(replicas: list[ReplicaFigures]) -> Iterator[Metric]:
+        labels = ["model", "replica", "base_url"]
+        up = GaugeMetricFamily("heylook_upstream_up", "1 when the upstream replica is in rotation", labels=labels)
+        in_flight = GaugeMetricFamily(
+            "heylook_upstream_in_flight", "Requests sent to the upstream replica now", labels=labels
+        )
+        requests = CounterMetricFamily("heylook_upstream_requests", "Requests sent to the replica", labels=labels)
+        errors = CounterMetricFamily(
+            "heylook_upstream_errors", "Requests that failed on the replica (connection, timeout, 5xx)", labels=labels
+        )
+        ttft = SummaryMetricFamily(
+            "heylook_upstream_time_to_first_token_seconds", "From sending to the replica's first output", labels=labels
+        )
+        for r in replicas:
+            values = [r.model_id, r.replica, r.base_url]
+            up.add_metric(values, 1 if r.healthy else 0)
+            in_flight.add_metric(values, r.in_flight)
+            requests.add_metric(values, r.requests)
+            errors.add_metric(values, r.errors)
+            ttft.add_metric(values, r.time_to_first_token_count, r.time_to_first_token_sum_seconds)
+        yield from (up, in_flight, requests, errors, ttft)
+
+
 class MetricsRecorder:
     """Figures for /v1/performance and /metrics. Lives on `app.state` (through the router); no global state."""
 
@@ -148,6 +225,9 @@ class MetricsRecorder:
         self._started = time.monotonic()
         self._models: dict[str, ModelFigures] = {}
         self._overall = ModelFigures(window=deque(maxlen=window), load_times=deque(maxlen=window))
+        self._upstreams: Callable[[], list[ReplicaFigures]] = list
+        self._router_states: Callable[[], list[ModelLoadState]] = list
+        self._budget: Callable[[], int] = lambda: 0
         self.history = RequestHistory()
         """The latest requests, for the dashboard."""
         self.live = LiveSeries()
@@ -164,6 +244,12 @@ class MetricsRecorder:
             "heylook_prompt_tokens_cached", "Prompt tokens reused from the prefix cache", ["model"], registry=reg
         )
         self._completion_tokens = Counter("heylook_completion_tokens", "Generated tokens", ["model"], registry=reg)
+        self._draft_tokens = Counter(
+            "heylook_draft_tokens", "Tokens drafted for speculative decoding", ["model"], registry=reg
+        )
+        self._accepted_draft_tokens = Counter(
+            "heylook_draft_tokens_accepted", "Drafted tokens the model agreed with", ["model"], registry=reg
+        )
         self._ttft = self._histogram("heylook_time_to_first_token_seconds", "Load + queue wait + prompt evaluation")
         self._queue_wait = self._histogram("heylook_queue_wait_seconds", "Time queued before a worker admitted it")
         self._prompt_eval = self._histogram("heylook_prompt_eval_seconds", "Time evaluating the prompt")
@@ -181,9 +267,33 @@ class MetricsRecorder:
     def _histogram(self, name: str, documentation: str) -> Histogram:
         return Histogram(name, documentation, ["model"], buckets=_SECONDS_BUCKETS, registry=self.registry)
 
-    def watch_router(self, read: Callable[[], list[ModelLoadState]]) -> None:
-        """Report loaded models, queue depth and running requests from `read()` at every scrape."""
-        self.registry.register(_RouterStateCollector(read))
+    def watch_router(self, read: Callable[[], list[ModelLoadState]], budget: Callable[[], int]) -> None:
+        """Report loaded models, queue depth, running requests and memory from `read()` and the memory budget from
+        `budget()` at every scrape (and in /v1/performance)."""
+        self._router_states = read
+        self._budget = budget
+        self.registry.register(_RouterStateCollector(read, budget))
+
+    def memory_report(self) -> dict[str, Any]:
+        """The budget and what each loaded model takes (for /v1/performance)."""
+        loaded = [s for s in self._router_states() if s.loaded]
+        return {
+            "budget_bytes": self._budget(),
+            "used_bytes": sum(s.memory_bytes for s in loaded),
+            "loaded": [
+                {"model": s.model_id, "bytes": s.memory_bytes, "estimated_bytes": s.estimated_bytes, "pinned": s.pinned}
+                for s in loaded
+            ],
+        }
+
+    def watch_upstreams(self, read: Callable[[], list[ReplicaFigures]]) -> None:
+        """Report each upstream replica's state, requests, errors and latency from `read()` (scrapes and
+        /v1/performance)."""
+        self._upstreams = read
+        self.registry.register(_UpstreamCollector(read))
+
+    def upstream_replicas(self) -> list[ReplicaFigures]:
+        return self._upstreams()
 
     def _model(self, model_id: str) -> ModelFigures:
         figures = self._models.get(model_id)
@@ -207,6 +317,10 @@ class MetricsRecorder:
         self._prompt_tokens.labels(model_id).inc(stats.prompt_tokens)
         self._cached_tokens.labels(model_id).inc(stats.cached_prompt_tokens)
         self._completion_tokens.labels(model_id).inc(stats.completion_tokens)
+        if stats.draft_tokens:
+            # Only models that speculate get these series.
+            self._draft_tokens.labels(model_id).inc(stats.draft_tokens)
+            self._accepted_draft_tokens.labels(model_id).inc(stats.accepted_draft_tokens)
         self._ttft.labels(model_id).observe(sample.time_to_first_token)
         self._queue_wait.labels(model_id).observe(stats.queue_seconds)
         self._prompt_eval.labels(model_id).observe(stats.prompt_eval_seconds)

@@ -73,6 +73,25 @@ def performance_report(recorder: MetricsRecorder) -> dict[str, Any]:
         "window_size": recorder.window,
         "overall": overall,
         "models": models,
+        "memory": recorder.memory_report(),
+        "upstreams": [
+            {
+                "model": r.model_id,
+                "replica": r.replica,
+                "base_url": r.base_url,
+                "healthy": r.healthy,
+                "in_flight": r.in_flight,
+                "requests": r.requests,
+                "errors": r.errors,
+                "mean_time_to_first_token_seconds": (
+                    r.time_to_first_token_sum_seconds / r.time_to_first_token_count
+                    if r.time_to_first_token_count
+                    else None
+                ),
+                "last_error": r.last_error,
+            }
+            for r in recorder.upstream_replicas()
+        ],
         "summary": summary(recorder.uptime_seconds, overall, models),
     }
 

@@ -1,15 +1,21 @@
-"""The router: keeps at most `max_loaded_models` loaded, loads on demand exactly once, evicts the least
-recently used idle model, unloads models whose keep-alive ran out, and never unloads a model while a request
-holds it.
+"""The router: keeps at most `max_loaded_models` loaded and their memory within the budget, loads on demand
+exactly once, evicts the least recently used idle model (never a pinned one, nor one younger than
+`min_residency`), unloads models whose keep-alive ran out, and never unloads a model while a request holds it.
 
-Loaded weights are keyed by `ModelEntry.load_key()`, so aliases and variants of one model (same weights, other
-sampling defaults or system prompt) share one loaded copy.
+Before a load, the model's footprint is estimated (engine/memory.py); a model that cannot fit the budget even with
+every evictable model gone is refused (InsufficientMemory) before anything is unloaded or loaded. After the load the
+measured resident growth replaces the estimate.
+
+Loaded weights are keyed by `ModelEntry.load_key()` less llama.cpp's `n_ctx`, so aliases and variants of one model
+(same weights, other sampling defaults or system prompt) share one loaded copy, and a request asking for a larger
+context (`num_ctx`) reloads that copy with it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -22,16 +28,50 @@ from heylook_llm.backends import create_backend
 from heylook_llm.backends.base import Backend
 from heylook_llm.config.durations import format_duration
 from heylook_llm.config.paths import config_paths, without_local_paths
-from heylook_llm.config.registry import ModelEntry, Registry
+from heylook_llm.config.registry import SAMPLING_CONFIG_FIELDS, LlamaCppConfig, MLXConfig, ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.memory import (
+    NO_FOOTPRINT,
+    Footprint,
+    estimate_footprint,
+    format_bytes,
+    machine_memory,
+    resident_bytes,
+    resolve_budget,
+)
 from heylook_llm.engine.metrics import MetricsRecorder, ModelLoadState
 from heylook_llm.engine.threads import ThreadHost
 from heylook_llm.engine.worker import ModelWorker
-from heylook_llm.errors import HeylookError, InvalidRequest, ModelLoadError, ModelNotFound, ServerBusy
+from heylook_llm.errors import (
+    HeylookError,
+    InsufficientMemory,
+    InvalidRequest,
+    ModelLoadError,
+    ModelNotFound,
+    ServerBusy,
+)
+from heylook_llm.model_info import ModelFileError, ModelInfoReader
 
 log = logging.getLogger(__name__)
 
 BackendFactory = Callable[[ModelEntry, ServerSettings], Backend]
+
+ROOM_WAIT_SECONDS = 120.0
+"""How long a load waits for busy (or too recently loaded) models to make room before answering 503."""
+
+
+def weights_key(entry: ModelEntry) -> str:
+    """What one loaded copy is shared by: `load_key()` without llama.cpp's n_ctx, which a request may raise."""
+    cfg = entry.config
+    if not isinstance(cfg, LlamaCppConfig):
+        return entry.load_key()
+    fields = cfg.model_dump(mode="json", exclude={*SAMPLING_CONFIG_FIELDS, "n_ctx"})
+    return json.dumps({"provider": entry.provider, **fields}, sort_keys=True)
+
+
+def context_of(entry: ModelEntry) -> int | None:
+    """The context window the entry loads with (llama.cpp's n_ctx); None where the model's own is used."""
+    return entry.config.n_ctx if isinstance(entry.config, LlamaCppConfig) else None
 
 
 class Lease:
@@ -72,7 +112,22 @@ class LoadedModel:
     """`time.monotonic()` of the last checkout or release."""
     keep_alive: float
     """Seconds to stay loaded once idle, set by the latest request; `math.inf` never expires, 0 unloads at once."""
+    footprint: Footprint = NO_FOOTPRINT
+    """The estimate before load, with the measured resident growth after."""
+    loaded_mono: float = 0.0
+    """`time.monotonic()` when the load finished (the swap guard counts `min_residency` from it)."""
+    pinned: bool = False
+    """An enabled entry sharing these weights says `pin: true` (kept current by the router)."""
     in_flight: int = 0
+
+    @property
+    def expires(self) -> bool:
+        """Unloaded when its keep-alive runs out: unpinned, or pinned and told to go (an explicit keep_alive 0)."""
+        return not self.pinned or self.keep_alive == 0
+
+    @property
+    def context(self) -> int | None:
+        return context_of(self.entry)
 
     def idle_deadline(self) -> float:
         """Monotonic time at which an idle model expires (`math.inf` while requests hold it or it never expires)."""
@@ -96,14 +151,20 @@ class ModelRouter:
         settings: ServerSettings,
         backend_factory: BackendFactory = create_backend,
         metrics: MetricsRecorder | None = None,
+        model_info: ModelInfoReader | None = None,
     ) -> None:
         self.registry = registry
+        self._files = model_info if model_info is not None else ModelInfoReader()
+        total, available = machine_memory()
+        self.budget_bytes = resolve_budget(registry, total, available)
+        """Bytes the loaded models may take together (models.yaml's memory_budget, else a share of what was free)."""
         self.metrics = metrics if metrics is not None else MetricsRecorder()
-        self.metrics.watch_router(self._load_states)
+        self.metrics.watch_router(self._load_states, lambda: self.budget_bytes)
         self.settings = settings
         self._backend_factory = backend_factory
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # by load key, least recently used first
         self._loading: dict[str, float] = {}  # model id -> wall-clock time its load started
+        self._loading_backends: dict[str, Backend] = {}  # model id -> the backend loading now (its progress)
         self._load_lock = asyncio.Lock()
         self._released = asyncio.Event()
         self._expiry_changed = asyncio.Event()
@@ -127,9 +188,22 @@ class ModelRouter:
         """Models being loaded now: model id -> wall-clock time the load started."""
         return dict(self._loading)
 
+    def load_progress(self, model_id: str) -> float | None:
+        """The share of the weights read while `model_id` loads; None when not loading or not reported."""
+        backend = self._loading_backends.get(model_id)
+        return backend.facts.load_fraction if backend is not None else None
+
     def _load_states(self) -> list[ModelLoadState]:
         states = [
-            ModelLoadState(m.entry.id, True, max(0, m.worker.pending - m.worker.running), m.worker.running)
+            ModelLoadState(
+                m.entry.id,
+                True,
+                max(0, m.worker.pending - m.worker.running),
+                m.worker.running,
+                memory_bytes=m.footprint.total_bytes,
+                estimated_bytes=m.footprint.estimate_bytes,
+                pinned=m.pinned,
+            )
             for m in self._loaded.values()
         ]
         loaded_ids = {s.model_id for s in states}
@@ -138,21 +212,66 @@ class ModelRouter:
 
     def loaded_model(self, model_id: str) -> LoadedModel | None:
         """The loaded weights serving `model_id`, if they are loaded."""
-        return self._loaded.get(self.entry(model_id).load_key())
+        return self._loaded.get(weights_key(self.entry(model_id)))
+
+    def used_bytes(self) -> int:
+        """Memory the loaded models are counted as (measured where measured)."""
+        return sum(m.footprint.total_bytes for m in self._loaded.values())
+
+    async def estimate(self, entry: ModelEntry) -> Footprint:
+        """The memory `entry` will take once loaded (the measured figure when these weights are loaded with the
+        same context). An unreadable file estimates as nothing: the load then fails with the file's reason."""
+        model = self._loaded.get(weights_key(entry))
+        if model is not None and model.context == context_of(entry):
+            return model.footprint
+        if not isinstance(entry.config, LlamaCppConfig | MLXConfig):
+            return NO_FOOTPRINT
+        try:
+            info = await asyncio.to_thread(self._files.info, entry.config.model_path)
+        except (ModelFileError, OSError) as exc:
+            log.info("no memory estimate for model '%s': %s", entry.id, exc)
+            return NO_FOOTPRINT
+        return estimate_footprint(entry, info)
 
     def replace_registry(self, registry: Registry) -> None:
         """Serve a changed models.yaml; loaded weights no enabled entry uses any more unload once idle."""
         self.registry = registry
-        keys = {e.load_key(): e for e in registry.enabled()}
+        total, available = machine_memory()
+        self.budget_bytes = resolve_budget(registry, total, available + self.used_bytes())
+        keys = {weights_key(e): e for e in registry.enabled()}
         for model in self._loaded.values():
             current = registry.get(model.entry.id)
-            if current is not None and current.load_key() == model.key:
-                model.entry = current
+            if current is not None and weights_key(current) == model.key:
+                model.entry = self._with_loaded_context(current, model)
             elif model.key in keys:
-                model.entry = keys[model.key]
+                model.entry = self._with_loaded_context(keys[model.key], model)
             else:
                 model.keep_alive = 0.0
+            was_pinned, model.pinned = model.pinned, self._pin_of(model.key)
+            if was_pinned and not model.pinned and math.isinf(model.keep_alive):
+                model.keep_alive = self._keep_alive_for(model.entry, None)  # the pin's "for ever" ends with it
         self._expiry_changed.set()
+
+    @staticmethod
+    def _with_loaded_context(entry: ModelEntry, model: LoadedModel) -> ModelEntry:
+        """`entry` as the loaded copy runs it: a context raised by a request stays until the model unloads."""
+        loaded, wanted = model.context, context_of(entry)
+        if loaded is None or wanted is None or wanted >= loaded:
+            return entry
+        assert isinstance(entry.config, LlamaCppConfig)
+        return entry.model_copy(update={"config": entry.config.model_copy(update={"n_ctx": loaded})})
+
+    def _pin_of(self, key: str) -> bool:
+        """Whether the weights `key` are pinned: by any enabled entry sharing them (aliases, variants)."""
+        return any(e.pin for e in self.registry.enabled() if weights_key(e) == key)
+
+    def _keep_alive_for(self, entry: ModelEntry, requested: float | None) -> float:
+        """Pinned: for ever. Else the request's keep-alive, the model's default, the server's default."""
+        if self._pin_of(weights_key(entry)):
+            return math.inf
+        if requested is not None:
+            return requested
+        return entry.keep_alive if entry.keep_alive is not None else self.settings.keep_alive_seconds
 
     async def checkout(self, entry: ModelEntry, *, keep_alive: float | None = None, count: int = 1) -> Lease:
         """Hold the model loaded (loading it first if needed) until the lease is released.
@@ -161,10 +280,9 @@ class ModelRouter:
         `count`: generations the caller will queue at once (ServerBusy unless all of them fit the queue now).
         """
         model_id = entry.id
-        if keep_alive is None:
-            keep_alive = self.settings.keep_alive_seconds
-        if keep_alive < 0 or math.isnan(keep_alive):
+        if keep_alive is not None and (keep_alive < 0 or math.isnan(keep_alive)):
             raise InvalidRequest("keep_alive must be 0 or more seconds (or infinite)", param="keep_alive")
+        keep_alive = self._keep_alive_for(entry, keep_alive)
         self._ensure_expiry_task()
         started = time.perf_counter()
         model = self._checkout(entry, keep_alive)
@@ -209,8 +327,8 @@ class ModelRouter:
             pass
 
     async def unload(self, model_id: str) -> bool:
-        """Unload a model now if it is loaded and idle; True when it was unloaded."""
-        key = self.entry(model_id).load_key()
+        """Unload a model now if it is loaded and idle (pinned or not); True when it was unloaded."""
+        key = weights_key(self.entry(model_id))
         async with self._load_lock:
             model = self._loaded.get(key)
             if model is None or model.in_flight > 0:
@@ -243,14 +361,14 @@ class ModelRouter:
         self._threads.close()
 
     def _checkout(self, entry: ModelEntry, keep_alive: float) -> LoadedModel | None:
-        key = entry.load_key()
+        key = weights_key(entry)
         model = self._loaded.get(key)
-        if model is None:
+        if model is None or not _fits_context(model, entry):
             return None
         model.in_flight += 1
         model.last_used = time.monotonic()
         model.keep_alive = keep_alive
-        model.entry = entry
+        model.entry = self._with_loaded_context(entry, model)
         self._loaded.move_to_end(key)
         return model
 
@@ -261,16 +379,41 @@ class ModelRouter:
             model = self._checkout(entry, keep_alive)
             if model is not None:
                 return model
-            await self._make_room()
+            key = weights_key(entry)
+            footprint = await self.estimate(entry)
+            # Refused before anything is unloaded: a context too large for the budget leaves the loaded copy alone.
+            self._refuse_if_never_fits(entry, footprint, replacing=key)
+            smaller = self._loaded.get(key)
+            if smaller is not None:
+                # Loaded with a smaller context than this request asks for: reload with the larger one.
+                await self._wait_idle(smaller, entry)
+                log.info(
+                    "reloading model '%s' with a context of %s tokens (was %s)",
+                    entry.id,
+                    context_of(entry),
+                    smaller.context,
+                )
+                await self._unload(key)
+            await self._make_room(entry, footprint)
             self._loading[entry.id] = time.time()
             try:
                 # Importing a backend (mlx-lm pulls in transformers) takes a second: keep it off the event loop.
                 backend = await asyncio.to_thread(self._backend_factory, entry, self.settings)
+                self._loading_backends[entry.id] = backend
                 worker = ModelWorker(
                     backend, stream_interval=self.settings.stream_interval_seconds, threads=self._threads
                 )
-                log.info("loading model '%s' (%s)", entry.id, entry.provider)
+                log.info(
+                    "loading model '%s' (%s), estimated %s of a %s budget (%s in use)",
+                    entry.id,
+                    entry.provider,
+                    format_bytes(footprint.estimate_bytes),
+                    format_bytes(self.budget_bytes),
+                    format_bytes(self.used_bytes()),
+                )
+                resident_before = resident_bytes()
                 await worker.start()
+                footprint = footprint.with_measured(resident_bytes() - resident_before, backend.facts.accelerator_bytes)
             except ModelLoadError as exc:
                 self.metrics.model_load_failed(entry.id)
                 log.error("loading model '%s' failed: %s", entry.id, exc.reason)
@@ -280,12 +423,27 @@ class ModelRouter:
                 raise
             finally:
                 del self._loading[entry.id]
+                self._loading_backends.pop(entry.id, None)
             self.loads += 1
             self.metrics.model_loaded(entry.id, worker.load_seconds)
-            log.info("loaded model '%s' in %.2fs", entry.id, worker.load_seconds)
-            key = entry.load_key()
+            log.info(
+                "loaded model '%s' in %.2fs: %s resident (estimated %s)",
+                entry.id,
+                worker.load_seconds,
+                format_bytes(footprint.measured_bytes or 0),
+                format_bytes(footprint.estimate_bytes),
+            )
+            now = time.monotonic()
             model = LoadedModel(
-                key, entry, worker, loaded_at=time.perf_counter(), last_used=time.monotonic(), keep_alive=keep_alive
+                key,
+                entry,
+                worker,
+                loaded_at=time.perf_counter(),
+                last_used=now,
+                keep_alive=keep_alive,
+                footprint=footprint,
+                loaded_mono=now,
+                pinned=self._pin_of(key),
             )
             self._loaded[key] = model
             model.in_flight += 1
@@ -297,17 +455,105 @@ class ModelRouter:
         reason = without_local_paths(exc.reason, folder, config_paths(entry.config))
         return ModelLoadError(exc.model_id, reason, missing_dependency=exc.missing_dependency)
 
-    async def _make_room(self) -> None:
-        while len(self._loaded) >= self.registry.max_loaded_models:
-            victim = next((key for key, m in self._loaded.items() if m.in_flight == 0), None)
+    def _refuse_if_never_fits(self, entry: ModelEntry, footprint: Footprint, replacing: str | None = None) -> None:
+        """InsufficientMemory when `entry` could not fit even once every unpinned model is gone (`replacing`: the
+        loaded copy it would replace, which does not count)."""
+        need, budget = footprint.estimate_bytes, self.budget_bytes
+        parts = (
+            f"weights {format_bytes(footprint.weights_bytes)}, KV cache {format_bytes(footprint.kv_bytes)} for "
+            f"{footprint.kv_tokens:,} tokens"
+            + (f", projector {format_bytes(footprint.projector_bytes)}" if footprint.projector_bytes else "")
+        )
+        if need > budget:
+            raise InsufficientMemory(
+                f"model '{entry.id}' needs about {format_bytes(need)} ({parts}) but the memory budget is "
+                f"{format_bytes(budget)}; lower n_ctx or parallel, use a quantized KV cache (cache_type_k/v), or "
+                "raise memory_budget in models.yaml",
+                param="model",
+            )
+        pinned = [m for key, m in self._loaded.items() if m.pinned and key != replacing]
+        pinned_bytes = sum(m.footprint.total_bytes for m in pinned)
+        if pinned and need > budget - pinned_bytes:
+            names = ", ".join(f"'{m.entry.id}'" for m in pinned)
+            raise InsufficientMemory(
+                f"model '{entry.id}' needs about {format_bytes(need)} ({parts}) but pinned models ({names}) hold "
+                f"{format_bytes(pinned_bytes)} of the {format_bytes(budget)} memory budget",
+                param="model",
+            )
+        if len(pinned) >= self.registry.max_loaded_models:
+            raise InsufficientMemory(
+                f"model '{entry.id}' cannot load: all {self.registry.max_loaded_models} places of max_loaded_models "
+                "are held by pinned models",
+                param="model",
+            )
+
+    def _needs_room(self, need: int) -> bool:
+        return len(self._loaded) >= self.registry.max_loaded_models or self.used_bytes() + need > self.budget_bytes
+
+    async def _make_room(self, entry: ModelEntry, footprint: Footprint) -> None:
+        """Evict least recently used idle models until `entry` fits the count and the budget; wait (bounded) for
+        busy or recently loaded ones."""
+        self._refuse_if_never_fits(entry, footprint)
+        need = footprint.estimate_bytes
+        deadline = time.monotonic() + ROOM_WAIT_SECONDS
+        while self._needs_room(need):
+            now = time.monotonic()
+            residency = self.registry.min_residency
+            victim = next(
+                (
+                    key
+                    for key, m in self._loaded.items()
+                    if m.in_flight == 0 and not m.pinned and now >= m.loaded_mono + residency
+                ),
+                None,
+            )
             if victim is not None:
-                self.metrics.model_evicted(self._loaded[victim].entry.id)
+                gone = self._loaded[victim]
+                log.info(
+                    "evicting model '%s' (%s) to make room for '%s' (%s)",
+                    gone.entry.id,
+                    format_bytes(gone.footprint.total_bytes),
+                    entry.id,
+                    format_bytes(need),
+                )
+                self.metrics.model_evicted(gone.entry.id)
                 await self._unload(victim)
                 self.evictions += 1
                 continue
-            # Every loaded model is generating: wait for one to finish rather than unload it under a request.
+            if now >= deadline:
+                raise ServerBusy(
+                    f"model '{entry.id}' is waiting for room: the loaded models stayed busy or within their "
+                    f"minimum residency for {ROOM_WAIT_SECONDS:g}s; try again shortly",
+                    retry_after_seconds=5,
+                )
+            # Every candidate is generating or was loaded too recently (the swap guard): wait for a release or for
+            # the earliest residency to end rather than unload a model under a request.
+            young = [
+                m.loaded_mono + residency - now
+                for m in self._loaded.values()
+                if m.in_flight == 0 and not m.pinned and now < m.loaded_mono + residency
+            ]
+            wait = min([deadline - now, *young])
             self._released.clear()
-            await self._released.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.01, wait)):
+                    await self._released.wait()
+
+    async def _wait_idle(self, model: LoadedModel, entry: ModelEntry) -> None:
+        """Wait (bounded) until no request holds `model`, to reload it with a larger context."""
+        deadline = time.monotonic() + ROOM_WAIT_SECONDS
+        while model.in_flight > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ServerBusy(
+                    f"model '{entry.id}' must reload with a context of {context_of(entry)} tokens but stayed busy "
+                    f"for {ROOM_WAIT_SECONDS:g}s; try again shortly",
+                    retry_after_seconds=5,
+                )
+            self._released.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._released.wait()
 
     async def _unload(self, key: str) -> None:
         # The pop happens before the first await: a checkout that runs meanwhile cannot find the model and
@@ -324,7 +570,7 @@ class ModelRouter:
             )
 
     def _seconds_to_next_expiry(self) -> float | None:
-        deadline = min((m.idle_deadline() for m in self._loaded.values()), default=math.inf)
+        deadline = min((m.idle_deadline() for m in self._loaded.values() if m.expires), default=math.inf)
         return None if math.isinf(deadline) else max(0.0, deadline - time.monotonic())
 
     async def _unload_expired_forever(self) -> None:
@@ -348,7 +594,7 @@ class ModelRouter:
         async with self._load_lock:
             for key, model in list(self._loaded.items()):
                 # Re-checked for each model: the previous unload awaited, and requests may have arrived.
-                if self._loaded.get(key) is model and model.idle_deadline() <= time.monotonic():
+                if self._loaded.get(key) is model and model.expires and model.idle_deadline() <= time.monotonic():
                     log.info(
                         "model '%s' was idle for its keep-alive (%s): unloading",
                         model.entry.id,
@@ -357,3 +603,9 @@ class ModelRouter:
                     self.expirations += 1
                     self.metrics.model_expired(model.entry.id)
                     await self._unload(key)
+
+
+def _fits_context(model: LoadedModel, entry: ModelEntry) -> bool:
+    """The loaded copy's context holds what `entry` asks for (a larger loaded context serves a smaller request)."""
+    wanted, loaded = context_of(entry), model.context
+    return wanted is None or loaded is None or wanted <= loaded

@@ -20,7 +20,7 @@ from pathlib import Path
 from heylook_llm.backends import backend_key
 from heylook_llm.backends.base import ModelFacts
 from heylook_llm.backends.chat_template import check_chat_template
-from heylook_llm.config.registry import ModelEntry, Registry
+from heylook_llm.config.registry import UPSTREAM_PROVIDERS, LlamaCppConfig, ModelEntry, Registry, UpstreamConfig
 from heylook_llm.config.registry_store import RegistryStore
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.activity import LivePoint, RequestRecord
@@ -38,13 +38,22 @@ from heylook_llm.engine.fanout import StartGeneration
 from heylook_llm.engine.features import capability_names, expected_features, shown_features
 from heylook_llm.engine.generation import ActiveGeneration, prepared, start_generation, with_entry_defaults
 from heylook_llm.engine.lifecycle import Lifecycle
+from heylook_llm.engine.memory import NO_FOOTPRINT, Footprint
 from heylook_llm.engine.metrics import MetricsRecorder
 from heylook_llm.engine.router import BackendFactory, ModelRouter
-from heylook_llm.errors import CapabilityError, HeylookError, ModelLoadError, ModelNotFound
+from heylook_llm.engine.upstream.service import Upstreams, UpstreamStatus
+from heylook_llm.errors import CapabilityError, HeylookError, InvalidRequest, ModelLoadError, ModelNotFound
 from heylook_llm.model_info import ModelFileError, ModelFileInfo, ModelInfoReader, read_model_files
-from heylook_llm.types import EmbeddingInputs, EmbeddingResult, Feature, GenerationRequest, SamplingOverrides
+from heylook_llm.types import (
+    EmbeddingInputs,
+    EmbeddingResult,
+    Feature,
+    GenerationRequest,
+    RerankResult,
+    SamplingOverrides,
+)
 
-__all__ = ["ActiveGeneration", "BackendFactory", "Embedded", "Engine", "LoadedStatus"]
+__all__ = ["ActiveGeneration", "BackendFactory", "Embedded", "Engine", "LoadedStatus", "Reranked", "UpstreamStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,13 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Embedded:
     result: EmbeddingResult
+    load_seconds: float
+    """Time the request waited for the model to load (0 when it was loaded already)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reranked:
+    result: RerankResult
     load_seconds: float
     """Time the request waited for the model to load (0 when it was loaded already)."""
 
@@ -66,6 +82,8 @@ class LoadedStatus:
     expires_at: float | None
     """Wall-clock expiry of its keep-alive; None: kept for ever."""
     max_parallel: int
+    footprint: Footprint = NO_FOOTPRINT
+    """Its memory: the estimate before load with the measured resident growth (engine/memory.py)."""
 
 
 class Engine:
@@ -79,11 +97,13 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else MetricsRecorder()
-        if backend_factory is None:
-            self._router = ModelRouter(registry, settings, metrics=self.metrics)
-        else:
-            self._router = ModelRouter(registry, settings, backend_factory, metrics=self.metrics)
         self._files = model_info if model_info is not None else ModelInfoReader()
+        if backend_factory is None:
+            self._router = ModelRouter(registry, settings, metrics=self.metrics, model_info=self._files)
+        else:
+            self._router = ModelRouter(
+                registry, settings, backend_factory, metrics=self.metrics, model_info=self._files
+            )
         self._store = RegistryStore(registry.source) if registry.source is not None else None
         self._catalogue_lock = asyncio.Lock()
         self._backend_probe = BackendProbe()
@@ -91,6 +111,9 @@ class Engine:
         self._live_sampler: asyncio.Task[None] | None = None
         self.lifecycle = Lifecycle()
         """Readiness (the start-up model) and the shutdown drain."""
+        self._upstreams = Upstreams(self.metrics)
+        """Models served by other servers (engine/upstream): outside the router, its LRU and memory budget."""
+        self._upstreams.sync(registry.enabled())
 
     # --- the catalogue -----------------------------------------------------------------------------------
     @property
@@ -151,6 +174,7 @@ class Engine:
         async with self._catalogue_lock:
             registry = await asyncio.to_thread(edit, store)
             self._router.replace_registry(registry)
+            self._upstreams.sync(registry.enabled())
 
     # --- running models ------------------------------------------------------------------------------------
     async def generate(
@@ -160,6 +184,8 @@ class Engine:
         output. Close the returned generation when done (it cancels the work if it is still running)."""
         self.lifecycle.refuse_if_shutting_down()
         self._ensure_live_sampler()
+        if entry.upstream is not None:
+            return await self._upstreams.generate(entry, request)
         return await start_generation(self._router, entry, request, keep_alive=keep_alive)
 
     async def generate_all(
@@ -199,14 +225,37 @@ class Engine:
     ) -> list[ActiveGeneration | HeylookError]:
         self.lifecycle.refuse_if_shutting_down()
         self._ensure_live_sampler()
+        if entry.upstream is not None:
+            return await self._upstream_parts(entry, requests, all_or_nothing=all_or_nothing)
         return await start_generations(
             self._router, entry, requests, keep_alive=keep_alive, all_or_nothing=all_or_nothing, param=param
         )
+
+    async def _upstream_parts(
+        self, entry: ModelEntry, requests: list[GenerationRequest], *, all_or_nothing: bool
+    ) -> list[ActiveGeneration | HeylookError]:
+        """Several generations on an upstream model, started at once (the upstream queues them); with
+        `all_or_nothing` the first failure closes the others and is raised."""
+        results = await asyncio.gather(*(self._upstreams.generate(entry, r) for r in requests), return_exceptions=True)
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None and (all_or_nothing or not isinstance(failed, HeylookError)):
+            for started in results:
+                if isinstance(started, ActiveGeneration):
+                    started.close()
+            raise failed
+        # Past the check above, every failure left is a HeylookError standing in its part's place.
+        return [r for r in results if isinstance(r, ActiveGeneration | HeylookError)]
 
     async def count_prompt_tokens(self, entry: ModelEntry, request: GenerationRequest) -> int:
         """The tokens of `request`'s prompt as `generate` would run it (chat template, tools, entry defaults),
         counted by the model's own tokenizer on its worker; loads the model if needed, generates nothing."""
         self.lifecycle.refuse_if_shutting_down()
+        if entry.upstream is not None:
+            raise CapabilityError(
+                f"model '{entry.id}' runs on an upstream server, whose tokenizer this server cannot run; "
+                "its token counts come in each reply's usage",
+                param="model",
+            )
         request = with_entry_defaults(request, entry)
         async with self._router.acquire(entry) as lease:
             ready, _ = prepared(request, entry, lease)
@@ -221,31 +270,73 @@ class Engine:
         self, entry: ModelEntry, inputs: EmbeddingInputs, *, truncate: bool = False, keep_alive: float | None = None
     ) -> Embedded:
         """Vectors for `inputs`; no inputs only loads the model (as Ollama's empty /api/embed does)."""
+        if entry.upstream is not None:
+            if not inputs:
+                return Embedded(EmbeddingResult(), 0.0)
+            return Embedded(await self._upstreams.embed(entry, inputs, truncate=truncate), 0.0)
         async with self._router.acquire(entry, keep_alive=keep_alive) as lease:
             if not inputs:
                 return Embedded(EmbeddingResult(), lease.load_seconds)
             result = await lease.worker.call(lambda backend: backend.embed(inputs, truncate=truncate))
             return Embedded(result, lease.load_seconds)
 
+    async def rerank(
+        self, entry: ModelEntry, query: str, documents: list[str], *, keep_alive: float | None = None
+    ) -> Reranked:
+        """One relevance score per document for `query`, in the documents' order (a reranker model)."""
+        self.lifecycle.refuse_if_shutting_down()
+        # Refused before loading: a chat model asked to rerank should not be loaded only to say no.
+        if Feature.RERANK not in self.features(entry):
+            raise CapabilityError(
+                f"model '{entry.id}' is not a reranker (a reranker GGUF is served with rerank: true in its config)",
+                param="model",
+            )
+        async with self._router.acquire(entry, keep_alive=keep_alive) as lease:
+            result = await lease.worker.call(lambda backend: backend.rerank(query, documents))
+            return Reranked(result, lease.load_seconds)
+
     async def load(self, entry: ModelEntry, *, keep_alive: float | None = None) -> None:
+        """Load the model (an upstream model is always ready: nothing is loaded here)."""
         self._ensure_live_sampler()
+        if entry.upstream is not None:
+            return
         await self._router.load(entry, keep_alive=keep_alive)
+
+    def load_progress(self, entry: ModelEntry) -> float | None:
+        """While `entry` loads: the share of its weights read (0 to 1); None when not loading or not reported."""
+        return self._router.load_progress(entry.id)
 
     async def expire(self, entry: ModelEntry) -> bool:
         """Unload now if idle, else once its requests finish; False when it was not loaded."""
+        if entry.upstream is not None:
+            return False
         return await self._router.expire(entry.id)
 
     async def unload(self, entry: ModelEntry) -> bool:
         """Unload now if loaded and idle; True when it was unloaded."""
+        if entry.upstream is not None:
+            return False
         return await self._router.unload(entry.id)
 
-    async def preload(self, model_id: str) -> None:
-        """Load the start-up model; a failure is logged and the server keeps running (not ready, see
-        `lifecycle.readiness`)."""
+    async def preload(self, model_id: str | None) -> None:
+        """Load the start-up model, then every model marked `preload: true`; a failure is logged and the server
+        keeps running (not ready when it is the start-up model, see `lifecycle.readiness`)."""
         self._ensure_live_sampler()
+        if model_id is not None:
+            await self._load_startup_model(model_id)
+        for entry in self.models():
+            if entry.preload and entry.id != model_id:
+                try:
+                    await self.load(entry)
+                except HeylookError as exc:
+                    log.error("could not preload model '%s': %s (the server keeps running)", entry.id, exc.message)
+                except Exception:
+                    log.exception("could not preload model '%s' (the server keeps running)", entry.id)
+
+    async def _load_startup_model(self, model_id: str) -> None:
         self.lifecycle.startup_loading(model_id)
         try:
-            await self._router.load(self.resolve(model_id))
+            await self.load(self.resolve(model_id))
         except HeylookError as exc:
             log.error("could not load start-up model '%s': %s (the server keeps running)", model_id, exc.message)
             self.lifecycle.startup_failed(model_id, exc.message)
@@ -259,7 +350,11 @@ class Engine:
     async def drain(self, grace_seconds: float) -> None:
         """Shutdown: refuse new generations, give those in flight `grace_seconds`, then end the rest with
         ServerShuttingDown (streams end with their dialect's error event)."""
-        await self.lifecycle.drain(grace_seconds, self._router.in_flight, self._router.fail_in_flight)
+        await self.lifecycle.drain(
+            grace_seconds,
+            lambda: self._router.in_flight() + self._upstreams.in_flight(),
+            lambda error: self._router.fail_in_flight(error) + self._upstreams.stop_all(error),
+        )
 
     async def close(self) -> None:
         if self._live_sampler is not None:
@@ -267,13 +362,19 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._live_sampler
             self._live_sampler = None
+        await self._upstreams.close()
         await self._router.close()
 
     # --- describing models ---------------------------------------------------------------------------------
     def loaded(self) -> list[LoadedStatus]:
         return [
             LoadedStatus(
-                m.entry, m.worker.backend.facts, m.worker.backend.features, m.expires_at(), m.worker.max_parallel
+                m.entry,
+                m.worker.backend.facts,
+                m.worker.backend.features,
+                m.expires_at(),
+                m.worker.max_parallel,
+                m.footprint,
             )
             for m in self._router.loaded()
         ]
@@ -283,11 +384,79 @@ class Engine:
         if model is None:
             return None
         backend = model.worker.backend
-        return LoadedStatus(model.entry, backend.facts, backend.features, model.expires_at(), backend.max_parallel)
+        return LoadedStatus(
+            model.entry, backend.facts, backend.features, model.expires_at(), backend.max_parallel, model.footprint
+        )
+
+    async def footprint(self, entry: ModelEntry) -> Footprint:
+        """The model's memory: measured when loaded, else estimated from its files and models.yaml settings."""
+        if entry.upstream is not None:
+            return NO_FOOTPRINT
+        return await self._router.estimate(entry)
+
+    async def with_context(self, entry: ModelEntry, num_ctx: int | None, *, param: str) -> ModelEntry:
+        """`entry` able to hold `num_ctx` tokens per sequence (Ollama's options.num_ctx, OpenAI's num_ctx
+        extension): itself when its context (configured or loaded) is as large, else a copy with the larger n_ctx,
+        which the router loads in place of the smaller one. Past the model's trained context: 400 naming both."""
+        if num_ctx is None or entry.upstream is not None:
+            return entry
+        cfg = entry.config
+        loaded = self._router.loaded_model(entry.id)
+        current = cfg.n_ctx if isinstance(cfg, LlamaCppConfig) else 0
+        if loaded is not None and loaded.context is not None:
+            current = max(current, loaded.context)
+        if num_ctx <= current:
+            return entry
+        trained = (await self.file_info(entry)).context_length
+        if trained and num_ctx > trained:
+            raise InvalidRequest(
+                f"{param.rsplit('.', 1)[-1]} {num_ctx} is larger than the {trained} tokens model '{entry.id}' was "
+                "trained for",
+                param=param,
+            )
+        if not isinstance(cfg, LlamaCppConfig):
+            # MLX models run with their own (trained) context window, which holds num_ctx.
+            return entry
+        if cfg.embedding:
+            raise InvalidRequest(
+                f"{param.rsplit('.', 1)[-1]} {num_ctx} is larger than the embedding model's n_ctx of {cfg.n_ctx} "
+                "tokens (set n_ctx in models.yaml)",
+                param=param,
+            )
+        return entry.model_copy(update={"config": cfg.model_copy(update={"n_ctx": num_ctx})})
+
+    def upstream_status(self, entry: ModelEntry) -> UpstreamStatus | None:
+        """Where an upstream model runs and how its replicas are (None for a model run here)."""
+        if entry.upstream is None:
+            return None
+        self._upstreams.ensure_checking()
+        return self._upstreams.status(entry)
+
+    def remote(self) -> list[UpstreamStatus]:
+        """Every enabled upstream model with its replicas' states (Ollama's /api/ps lists them as remote)."""
+        return [s for s in (self.upstream_status(e) for e in self.models()) if s is not None]
+
+    def _local_files(self, entry: ModelEntry) -> Path:
+        config = entry.config
+        if isinstance(config, UpstreamConfig):
+            raise CapabilityError(
+                f"model '{entry.id}' runs on an upstream server; its files are not on this machine", param="model"
+            )
+        return config.model_path
+
+    def files_modified_at(self, entry: ModelEntry) -> int:
+        """Unix time the model's file or folder last changed (0 for an upstream model or unreadable files)."""
+        config = entry.config
+        if isinstance(config, UpstreamConfig):
+            return 0
+        try:
+            return int(config.model_path.stat().st_mtime)
+        except OSError:
+            return 0
 
     async def file_info(self, entry: ModelEntry, *, large_arrays: bool = False) -> ModelFileInfo:
         """What the model's files say (GGUF header or MLX config); read once per file version."""
-        path: Path = entry.config.model_path
+        path = self._local_files(entry)
         try:
             if large_arrays:
                 return await asyncio.to_thread(read_model_files, path, include_large_arrays=True)
@@ -298,7 +467,7 @@ class Engine:
     async def digest(self, entry: ModelEntry) -> str:
         """The sha256 of the model's files (seconds per gigabyte the first time; cached after)."""
         try:
-            return await asyncio.to_thread(self._files.digest, entry.config.model_path)
+            return await asyncio.to_thread(self._files.digest, self._local_files(entry))
         except (ModelFileError, OSError) as exc:
             raise self._router.for_clients(ModelLoadError(entry.id, f"its files cannot be read: {exc}"), entry) from exc
 
@@ -308,10 +477,14 @@ class Engine:
 
     async def backend_imports(self) -> dict[str, BackendImport]:
         """Whether each backend imports on this machine (asked once per process)."""
-        return await self._backend_probe.imports()
+        imports = await self._backend_probe.imports()
+        # Upstream providers are HTTP clients (httpx, a core dependency): always available.
+        return {**imports, **{p: BackendImport(True) for p in UPSTREAM_PROVIDERS}}
 
     def features(self, entry: ModelEntry, info: ModelFileInfo | None = None) -> frozenset[Feature]:
         """What the model does: declared by its backend when loaded, else expected from its entry and files."""
+        if entry.upstream is not None:
+            return self._upstreams.features(entry)
         status = self.loaded_status(entry)
         if status is not None:
             return shown_features(status.features, entry, status.facts.chat_template)
@@ -341,6 +514,12 @@ class Engine:
                 context_length=files.context_length if files is not None else None,
                 files=files,
             )
+            remote = self.upstream_status(entry)
+            if remote is not None:
+                states.append(
+                    dataclasses.replace(unloaded, state="remote", busy=remote.in_flight > 0, running=remote.in_flight)
+                )
+                continue
             if model is None:
                 states.append(unloaded)
                 continue
@@ -359,8 +538,9 @@ class Engine:
                     expires_at=expires_at,
                     unloads_in_seconds=None if expires_at is None else max(0.0, expires_at - time.time()),
                     kept_loaded=math.isinf(model.keep_alive),
-                    size_bytes=facts.size_bytes,
-                    accelerator_bytes=facts.accelerator_bytes,
+                    # What the memory budget counts: measured at load (weights, KV cache, buffers).
+                    size_bytes=model.footprint.total_bytes or facts.size_bytes,
+                    accelerator_bytes=model.footprint.accelerator_bytes or facts.accelerator_bytes,
                     context_length=facts.context_length or None,
                 )
             )
@@ -369,22 +549,24 @@ class Engine:
     def memory(self) -> MemoryFigures:
         loaded = self._router.loaded()
         return MemoryFigures(
-            loaded_bytes=sum(m.worker.backend.facts.size_bytes for m in loaded),
-            accelerator_bytes=sum(m.worker.backend.facts.accelerator_bytes for m in loaded),
+            loaded_bytes=self._router.used_bytes(),
+            accelerator_bytes=sum(m.footprint.accelerator_bytes for m in loaded),
             process_resident_bytes=process_resident_bytes(),
             budget_bytes=self.memory_budget_bytes(),
         )
 
     def memory_budget_bytes(self) -> int | None:
-        """The memory the loaded models may use; None: no budget (the router counts models, not bytes, so far).
-        The dashboard draws a budget bar as soon as this returns a number."""
-        return None
+        """The memory the loaded models may use together (models.yaml's memory_budget, else a safe share of what
+        was available at start-up); the dashboard draws its budget bar from it."""
+        return self._router.budget_bytes
 
     async def refresh_file_facts(self) -> None:
         """Read (or re-read, when they changed) the files of every enabled model, off the event loop."""
         for entry in self.models():
+            if entry.upstream is not None:
+                continue
             try:
-                info = await asyncio.to_thread(self._files.info, entry.config.model_path)
+                info = await asyncio.to_thread(self._files.info, self._local_files(entry))
                 self._file_facts[entry.id] = file_facts(info)
             except (ModelFileError, OSError):
                 self._file_facts[entry.id] = None
@@ -408,6 +590,7 @@ class Engine:
         return self.metrics.history.after(after)
 
     def _ensure_live_sampler(self) -> None:
+        self._upstreams.ensure_checking()
         if self._live_sampler is None or self._live_sampler.done():
             self._live_sampler = asyncio.get_running_loop().create_task(
                 sample_every_second(self._sample_live), name="dashboard-live-figures"

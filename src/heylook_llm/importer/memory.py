@@ -64,7 +64,7 @@ def estimate_entry(entry: ModelEntry, mlx_context: int) -> MemoryEstimate | None
     config = entry.config
     if isinstance(config, LlamaCppConfig):
         found = detect_gguf(config.model_path) if config.model_path.is_file() else None
-        tokens = config.n_ctx * config.parallel
+        tokens = config.n_ctx if config.kv_unified else config.n_ctx * config.parallel
     else:
         assert isinstance(config, MLXConfig)
         found = detect_folder(config.model_path) if (config.model_path / "config.json").is_file() else None

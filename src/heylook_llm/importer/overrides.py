@@ -52,9 +52,14 @@ class Override:
         return self.is_entry_field or provider in self.providers
 
 
+def _local_configs() -> dict[str, Any]:
+    """The configs of providers an import writes: local files (upstream providers have no model_path)."""
+    return {p: cls for p, cls in PROVIDER_CONFIGS.items() if "model_path" in cls.model_fields}
+
+
 def config_keys() -> list[str]:
     keys: set[str] = set()
-    for cls in PROVIDER_CONFIGS.values():
+    for cls in _local_configs().values():
         keys.update(cls.model_fields)
     return sorted(keys - PER_MODEL_KEYS)
 
@@ -79,7 +84,7 @@ def _typed_config_value(key: str, value: Any) -> tuple[Any, frozenset[str], list
     providers: list[str] = []
     problems: list[str] = []
     typed = value
-    for provider, cls in PROVIDER_CONFIGS.items():
+    for provider, cls in _local_configs().items():
         field = cls.model_fields.get(key)
         if field is None:
             continue
@@ -128,7 +133,7 @@ def parse_override(text: str) -> Override:
     except yaml.YAMLError as exc:
         raise OverrideError([f"--override {key}={raw}: the value is not valid YAML ({exc})"]) from None
     if value is None:
-        providers = frozenset(p for p, cls in PROVIDER_CONFIGS.items() if key in cls.model_fields)
+        providers = frozenset(p for p, cls in _local_configs().items() if key in cls.model_fields)
         return Override(key, None, raw, providers)
     typed, providers, problems = _typed(key, value)
     if problems and not isinstance(value, str):

@@ -106,9 +106,9 @@ def skipped_table(skipped: Sequence[Skipped]) -> Table:
     return table
 
 
-def models_table(rows: Sequence[tuple[str, str, str, str, str]], title: str) -> Table:
+def models_table(rows: Sequence[tuple[str, str, str, str, str, str]], title: str) -> Table:
     table = Table(title=title, title_justify="left")
-    for name in ("id", "provider", "size", "capabilities", "enabled"):
+    for name in ("id", "provider", "size", "memory (est.)", "capabilities", "enabled"):
         table.add_column(name, overflow="fold")
     for row in rows:
         table.add_row(*row)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from rich.filesize import decimal
 
-from heylook_llm.config.registry import Registry, RegistryError, load_registry
+from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, ModelEntry, Registry, RegistryError, load_registry
+from heylook_llm.engine.memory import estimate_footprint
 from heylook_llm.importer.detect import FoundModel, Skipped
 from heylook_llm.importer.hf_cache import HfCacheError, hf_cache_groups
 from heylook_llm.importer.manage import model_rows, validate_file
@@ -38,6 +39,8 @@ from heylook_llm.importer.writer import (
     read_existing,
     write,
 )
+from heylook_llm.model_info import ModelFileError, read_model_files
+from heylook_llm.packaged_models import find_packaged_models, missing_package_hint
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,8 @@ class ImportRequest:
     merge: bool
     force: bool
     dry_run: bool
+    use_packages: bool = False
+    """Add the models inside installed Python packages (heylook_llm/packaged_models.py)."""
 
 
 class ImportFailed(Exception):
@@ -83,6 +88,12 @@ def _groups(request: ImportRequest) -> tuple[list[FileGroup], list[Skipped]]:
             raise ImportFailed([str(exc)]) from None
         groups.extend(hf_groups)
         skipped.extend(hf_skipped)
+    if request.use_packages:
+        found = find_packaged_models()
+        if not found and (hint := missing_package_hint()) is not None:
+            _say(hint)
+        # The model's own id names it, as a repository id names a Hugging Face model.
+        groups.extend(FileGroup(root=f.path.parent, files=(f.path,), repo_id=f.model.model_id) for f in found)
     return groups, skipped
 
 
@@ -215,20 +226,33 @@ def list_models(path: Path) -> int:
     except RegistryError as exc:
         _say(str(exc))
         return 1
+    entries = {entry.id: entry for entry in registry.models}
     rows = [
         (
             row.id,
             row.provider,
             decimal(row.size_bytes) if row.size_bytes is not None else "missing",
+            _estimated_memory(entries[row.id]),
             ", ".join(row.capabilities),
             "yes" if row.enabled else "no",
         )
         for row in model_rows(registry)
     ]
     title = f"{path}: {len(rows)} model(s), default {registry.default_model or '-'}, "
-    title += f"max_loaded_models {registry.max_loaded_models}"
+    title += f"max_loaded_models {registry.max_loaded_models}, memory_budget {registry.memory_budget or 'default'}"
     console().print(models_table(rows, title))
     return 0
+
+
+def _estimated_memory(entry: ModelEntry) -> str:
+    """What the server will count the model as before loading it (engine/memory.py): weights, KV cache, margin."""
+    if not isinstance(entry.config, LlamaCppConfig | MLXConfig):
+        return "-"
+    try:
+        info = read_model_files(entry.config.model_path)
+    except (ModelFileError, OSError):
+        return "?"
+    return decimal(estimate_footprint(entry, info).estimate_bytes)
 
 
 def validate_models(path: Path) -> int:

@@ -109,6 +109,36 @@ def _decode(image: Image.Image, raw: bytes, label: str, turbo: TurboJpegCodec | 
     return image, False
 
 
+def _jpeg_as_it_is(image: Image.Image, options: ResizeOptions) -> bool:
+    """A JPEG that goes on unchanged: upright, no quality asked, no resizing."""
+    if image.format != "JPEG" or options.quality is not None:
+        return False
+    if image.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        return False
+    return _target_size(image.size, options) == image.size
+
+
+def _check_jpeg_end(raw: bytes, label: str) -> None:
+    """Refuse a JPEG cut short: its end-of-image marker must follow the start of its scan data. Inside the scan,
+    0xFF bytes are stuffed (FF 00) and FF D9 can only be that marker; an EXIF thumbnail's own end marker sits in a
+    segment before the scan, so the segments are walked to the first scan first."""
+    pos, size = 2, len(raw)
+    while pos + 4 <= size:
+        if raw[pos] != 0xFF:
+            break
+        marker = raw[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        length = int.from_bytes(raw[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # start of scan
+            if raw.find(b"\xff\xd9", pos + 2 + length) >= 0:
+                return
+            break
+        pos += 2 + length
+    raise InvalidRequest(f"{label} is damaged or truncated: the JPEG data ends before its end marker", param=label)
+
+
 def _has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info)
 
@@ -143,6 +173,12 @@ def process_image(
         raise InvalidRequest(f"{label} is empty", param=label)
     opened = _open(raw, label, limits)
     source_format = opened.format
+    if _jpeg_as_it_is(opened, options):
+        # The backends decode the image themselves: decoding it here too would only check it, and for a JPEG the
+        # header (read by _open) and an intact end of the scan data are what that check finds.
+        _check_jpeg_end(raw, label)
+        width, height = opened.size
+        return ImageData(raw, "image/jpeg", width, height)
     image, changed = _decode(opened, raw, label, turbo)
     keep_alpha = _has_alpha(image) and options.preserve_alpha
     if _has_alpha(image) and not keep_alpha:

@@ -33,8 +33,8 @@ class ImageRef:
     """A data URL or an http(s) URL."""
     base64_data: str | None = None
     """Ollama's bare base64 (a data URL is accepted there too)."""
-    data: bytes | None = None
-    """Uploaded bytes (multipart)."""
+    data: bytes | memoryview | None = None
+    """Uploaded bytes (multipart: a view into the request body)."""
 
 
 def _too_large(label: str, size: int, limits: ImageSettings) -> LimitExceeded:
@@ -163,7 +163,8 @@ async def fetch_url(url: str, label: str, limits: ImageSettings) -> bytes:
 async def read_ref(ref: ImageRef, limits: ImageSettings) -> bytes:
     """The encoded bytes of one image reference."""
     if ref.data is not None:
-        return ref.data
+        # The one copy of an upload: the image leaves the request body as the bytes the backends take.
+        return ref.data if isinstance(ref.data, bytes) else bytes(ref.data)
     if ref.base64_data is not None:
         text = ref.base64_data
         if text.startswith("data:"):

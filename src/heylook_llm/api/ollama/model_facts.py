@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from heylook_llm.api.ollama.convert import NEVER_EXPIRES, display_name, timestamp
 from heylook_llm.config.registry import ModelEntry
+from heylook_llm.engine.service import UpstreamStatus
 from heylook_llm.model_info import ModelFileInfo
 
 
@@ -29,6 +31,75 @@ def listed_model(entry: ModelEntry, info: ModelFileInfo, digest: str) -> dict[st
         "size": info.size_bytes,
         "digest": digest,
         "details": details(info, entry),
+    }
+
+
+_REMOTE_DETAILS = {
+    "parent_model": "",
+    "format": "remote",
+    "family": "",
+    "families": [],
+    "parameter_size": "",
+    "quantization_level": "",
+}
+
+
+def remote_listed(status: UpstreamStatus) -> dict[str, Any]:
+    """An upstream model in /api/tags: no files here, so no size or file digest (Ollama lists its remote models
+    with `remote_model` and `remote_host`)."""
+    name = display_name(status.entry.id)
+    first = status.replicas[0]
+    return {
+        "name": name,
+        "model": name,
+        "modified_at": timestamp(0),
+        "size": 0,
+        "digest": hashlib.sha256(f"{first.base_url}\n{first.model}".encode()).hexdigest(),
+        "details": dict(_REMOTE_DETAILS),
+        "remote_model": first.model,
+        "remote_host": first.base_url,
+    }
+
+
+def remote_shown(status: UpstreamStatus, capabilities: list[str]) -> dict[str, Any]:
+    """An upstream model in /api/show: its template and files are on the upstream, so only what this server
+    knows (its sampling defaults from models.yaml, what it passes through)."""
+    listed = remote_listed(status)
+    payload: dict[str, Any] = {
+        "modelfile": f"FROM {listed['remote_model']}\n",
+        "parameters": parameters_text(status.entry),
+        "template": "",
+        "details": listed["details"],
+        "model_info": {},
+        "capabilities": capabilities,
+        "modified_at": listed["modified_at"],
+        "remote_model": listed["remote_model"],
+        "remote_host": listed["remote_host"],
+    }
+    if status.entry.system:
+        payload["system"] = status.entry.system
+    return payload
+
+
+def remote_running(status: UpstreamStatus) -> dict[str, Any]:
+    """An upstream model in /api/ps: always available, with each replica's state."""
+    return {
+        **remote_listed(status),
+        "size_vram": 0,
+        "expires_at": NEVER_EXPIRES,
+        "context_length": 0,
+        "replicas": [
+            {
+                "name": r.name,
+                "base_url": r.base_url,
+                "model": r.model,
+                "healthy": r.healthy,
+                "in_flight": r.in_flight,
+                "requests": r.requests,
+                "errors": r.errors,
+            }
+            for r in status.replicas
+        ],
     }
 
 

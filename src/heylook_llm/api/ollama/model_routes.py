@@ -88,6 +88,10 @@ async def tags(request: Request) -> Response:
     engine = engine_of(request)
     listed: list[dict[str, Any]] = []
     for entry in engine.models():
+        remote = engine.upstream_status(entry)
+        if remote is not None:
+            listed.append(model_facts.remote_listed(remote))
+            continue
         try:
             info, digest = await _facts(engine, entry)
         except ModelLoadError as exc:
@@ -102,6 +106,9 @@ async def show(body: ModelRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.unknown_fields(body))
     engine = engine_of(request)
     entry = engine.resolve(body.model, latest_tag=True)
+    remote = engine.upstream_status(entry)
+    if remote is not None:
+        return OrjsonResponse(model_facts.remote_shown(remote, capability_names(engine.features(entry))))
     info = await engine.file_info(entry, large_arrays=body.verbose)
     payload: dict[str, Any] = {
         "modelfile": model_facts.modelfile_text(entry, info),
@@ -133,12 +140,14 @@ async def running(request: Request) -> Response:
                 model.entry,
                 info,
                 digest,
-                size_bytes=facts.size_bytes or info.size_bytes,
-                accelerator_bytes=facts.accelerator_bytes,
+                # Ollama's size is the model's whole memory (weights, KV cache, buffers): measured after load.
+                size_bytes=model.footprint.total_bytes or facts.size_bytes or info.size_bytes,
+                accelerator_bytes=model.footprint.accelerator_bytes or facts.accelerator_bytes,
                 expires_at=model.expires_at,
                 context_length=facts.context_length or info.context_length,
             )
         )
+    rows.extend(model_facts.remote_running(status) for status in engine.remote())
     return OrjsonResponse({"models": rows})
 
 

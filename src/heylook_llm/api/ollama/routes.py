@@ -24,6 +24,7 @@ from heylook_llm.api.ollama.schemas import (
     EmbedResponse,
     GenerateRequest,
     GenerationPiece,
+    Options,
     error_schema,
 )
 from heylook_llm.api.state import engine_of, field_log_of, images_of
@@ -54,6 +55,13 @@ routes.include_router(model_routes)
 
 def _entry(engine: Engine, name: str) -> ModelEntry:
     return engine.resolve(name, latest_tag=True)
+
+
+async def _sized_entry(engine: Engine, name: str, options: Options | None) -> ModelEntry:
+    """The model, able to hold `options.num_ctx` tokens (reloaded with the larger context when it must be)."""
+    entry = _entry(engine, name)
+    num_ctx = options.num_ctx if options is not None else None
+    return await engine.with_context(entry, num_ctx, param="options.num_ctx")
 
 
 def _single(payload: dict[str, Any], stream: bool) -> Response:
@@ -107,7 +115,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
     engine = engine_of(request)
     limits.check_messages(engine.settings.limits, body.messages)
     limits.check_stop(engine.settings.limits, body.options.stop if body.options else None, "options.stop")
-    entry = _entry(engine, body.model)
+    entry = await _sized_entry(engine, body.model, body.options)
     if not body.messages:
         return await _load_only(engine, entry, body)
     images = await _prepare_images(request, engine, entry, body)
@@ -148,7 +156,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.check_generation(body))
     engine = engine_of(request)
     limits.check_stop(engine.settings.limits, body.options.stop if body.options else None, "options.stop")
-    entry = _entry(engine, body.model)
+    entry = await _sized_entry(engine, body.model, body.options)
     if not body.prompt and not body.suffix and not body.images:
         return await _load_only(engine, entry, body)
     images = await _prepare_images(request, engine, entry, body)
@@ -183,7 +191,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
 async def embed(body: EmbedRequest, request: Request) -> Response:
     started = time.perf_counter()
     engine = engine_of(request)
-    entry = _entry(engine, body.model)
+    entry = await _sized_entry(engine, body.model, body.options)
     if isinstance(body.input, str):
         inputs = [body.input] if body.input else []
     else:
@@ -210,7 +218,7 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     field_log_of(request).note("Ollama", refusals.check_embed(body))
     engine = engine_of(request)
-    entry = _entry(engine, body.model)
+    entry = await _sized_entry(engine, body.model, body.options)
     inputs = [body.prompt] if body.prompt else []
     work = engine.embed(entry, inputs, truncate=True, keep_alive=body.keep_alive)
     vectors = (await unless_disconnected(request, work)).result.vectors

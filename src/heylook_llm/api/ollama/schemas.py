@@ -72,7 +72,8 @@ class Options(_Open):
     """Negative: a random seed."""
     stop: list[str] | None = None
     num_ctx: int | None = Field(default=None, ge=MIN_CONTEXT_TOKENS, le=MAX_CONTEXT_TOKENS)
-    """Accepted; the context size is fixed per model at load time (n_ctx in models.yaml), except in /api/create."""
+    """Tokens of context per sequence: a loaded context at least as large serves; a larger one reloads a llama.cpp
+    model with it (up to its trained context and within the memory budget), else a 400 naming both numbers."""
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -276,6 +277,10 @@ class ListedModel(_Closed):
     digest: str
     """sha256 of the file, or of an MLX folder's files."""
     details: ModelDetails
+    remote_model: str | None = None
+    """Models served by an upstream server (Ollama's field for remote models): the upstream's model name."""
+    remote_host: str | None = None
+    """Models served by an upstream server: the first replica's base URL."""
 
 
 class ListResponse(_Closed):
@@ -293,6 +298,12 @@ class RunningModel(_Closed):
     expires_at: str
     """When the keep-alive runs out; far in the future for a model kept for ever."""
     context_length: int
+    remote_model: str | None = None
+    """Models served by an upstream server: the upstream's model name."""
+    remote_host: str | None = None
+    """Models served by an upstream server: the first replica's base URL."""
+    replicas: list[dict[str, Any]] | None = None
+    """Extension, models served by an upstream server: each replica's base URL, health and requests in flight."""
 
 
 class ProcessResponse(_Closed):
@@ -310,6 +321,10 @@ class ShowResponse(_Closed):
     capabilities: list[str]
     """Among "completion", "embedding", "vision", "insert" (fill-in-the-middle)."""
     modified_at: str
+    remote_model: str | None = None
+    """Models served by an upstream server: the upstream's model name."""
+    remote_host: str | None = None
+    """Models served by an upstream server: the first replica's base URL."""
 
 
 class VersionResponse(_Closed):

@@ -6,7 +6,6 @@ import base64
 import struct
 import time
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -26,6 +25,7 @@ from heylook_llm.api.openai.schemas import (
     EmbeddingRequest,
     ModelCard,
     ModelList,
+    ModelMemory,
     error_schema,
 )
 from heylook_llm.api.state import engine_of, field_log_of, images_of
@@ -35,35 +35,45 @@ from heylook_llm.engine.service import ActiveGeneration, Engine
 from heylook_llm.errors import HeylookError, InvalidRequest
 from heylook_llm.types import Feature, GenerationRequest, GenerationStats
 
-ERRORS: dict[int | str, dict[str, Any]] = {code: error_schema() for code in (400, 404, 500, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: error_schema() for code in (400, 404, 500, 503, 507)}
 routes = APIRouter(tags=["OpenAI"], responses=ERRORS, route_class=OpenAIRoute)
 
 
-def _card(entry: ModelEntry, engine: Engine) -> ModelCard:
-    path: Path = entry.config.model_path
-    try:
-        created = int(path.stat().st_mtime)
-    except OSError:
-        created = 0
+async def _card(entry: ModelEntry, engine: Engine) -> ModelCard:
+    memory = None
+    if entry.upstream is None:
+        footprint = await engine.footprint(entry)
+        memory = ModelMemory(
+            # Measured only when these weights are loaded with this entry's context.
+            loaded=footprint.measured_bytes is not None,
+            estimated_bytes=footprint.estimate_bytes,
+            weights_bytes=footprint.weights_bytes,
+            kv_cache_bytes=footprint.kv_bytes,
+            kv_cache_tokens=footprint.kv_tokens,
+            projector_bytes=footprint.projector_bytes,
+            measured_bytes=footprint.measured_bytes,
+            accelerator_bytes=footprint.accelerator_bytes,
+        )
     return ModelCard(
         id=entry.id,
-        created=created,
+        created=engine.files_modified_at(entry),
         provider=entry.provider,
         description=entry.description or None,
         capabilities=capability_names(engine.features(entry)),
+        memory=memory,
     )
 
 
 @routes.get("/v1/models", response_model=ModelList, summary="List the enabled models")
 async def list_models(request: Request) -> ModelList:
     engine = engine_of(request)
-    return ModelList(data=[_card(e, engine) for e in engine.models()])
+    return ModelList(data=[await _card(e, engine) for e in engine.models()])
 
 
 @routes.get("/v1/models/{model_id:path}", response_model=ModelCard, summary="One model")
 async def get_model(model_id: str, request: Request) -> ModelCard:
     engine = engine_of(request)
-    return _card(engine.resolve(model_id), engine)
+    return await _card(engine.resolve(model_id), engine)
 
 
 @routes.post("/v1/chat/completions", summary="Chat completion (JSON or SSE stream)")
@@ -87,7 +97,7 @@ async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upl
     engine = engine_of(request)
     limits.check_messages(engine.settings.limits, body.messages)
     limits.check_stop(engine.settings.limits, body.stop)
-    entry = engine.resolve(body.model)
+    entry = await engine.with_context(engine.resolve(body.model), body.num_ctx, param="num_ctx")
     refs = image_refs(body, uploads)
     accepts_images = Feature.IMAGES in engine.features(entry)
     images = await images_of(request).prepare(entry.id, accepts_images, refs, body.resize_options())
@@ -141,7 +151,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
     engine = engine_of(request)
     limits.check_prompts(engine.settings.limits, len(body.texts()), "prompt")
     limits.check_stop(engine.settings.limits, body.stop)
-    entry = engine.resolve(body.model)
+    entry = await engine.with_context(engine.resolve(body.model), body.num_ctx, param="num_ctx")
     gens = convert.completion_requests(body, entry, engine.settings)
     return await completions_route.respond(request, engine.starter(entry), body, gens)
 

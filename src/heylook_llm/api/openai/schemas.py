@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from heylook_llm.api.images import ResizeFields
+from heylook_llm.config.registry import MAX_CONTEXT_TOKENS, MIN_CONTEXT_TOKENS
 from heylook_llm.engine.batch import ProcessingMode
 from heylook_llm.types import MAX_TOP_LOGPROBS, GrammarSpec, ResponseFormat, SamplingOverrides
 
@@ -158,6 +159,13 @@ class SamplingFields(_Open):
         description="Extension: constrain the output to a Lark or GBNF grammar (as llama-server's grammar)",
     )
     regex: str | None = Field(default=None, description="Extension: constrain the output to a regular expression")
+    num_ctx: int | None = Field(
+        default=None,
+        ge=MIN_CONTEXT_TOKENS,
+        le=MAX_CONTEXT_TOKENS,
+        description="Extension (Ollama's num_ctx): tokens of context the request needs; a llama.cpp model loaded "
+        "with less reloads with it (up to its trained context and within the memory budget), else a 400",
+    )
     n: int = Field(default=1, ge=1, le=1, description="Only 1 is supported")
 
     @field_validator("logit_bias")
@@ -324,6 +332,22 @@ class Usage(BaseModel):
     prompt_tokens_details: dict[str, int] | None = None
 
 
+class ModelMemory(BaseModel):
+    """Extension: the model's memory, estimated from its files and settings, measured once loaded."""
+
+    loaded: bool
+    estimated_bytes: int
+    """Weights + KV cache + projector + margin, before load."""
+    weights_bytes: int
+    kv_cache_bytes: int
+    kv_cache_tokens: int
+    """Tokens of KV cache counted: n_ctx x parallel, or n_ctx with kv_unified."""
+    projector_bytes: int
+    measured_bytes: int | None = None
+    """Resident growth of the server while the model loaded (null until it is loaded)."""
+    accelerator_bytes: int = 0
+
+
 class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
@@ -332,6 +356,8 @@ class ModelCard(BaseModel):
     provider: str | None = None
     description: str | None = None
     capabilities: list[str] = Field(default_factory=list)
+    memory: ModelMemory | None = None
+    """Extension: memory figures (null for models another server runs)."""
 
 
 class ModelList(BaseModel):

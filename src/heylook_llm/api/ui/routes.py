@@ -12,6 +12,8 @@ The page holds no secret: when the server wants an API key, the page asks the us
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -22,11 +24,12 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from heylook_llm import __version__
+from heylook_llm.api.errors import status_and_code
 from heylook_llm.api.framing import OrjsonResponse
 from heylook_llm.api.state import engine_of, stopping
 from heylook_llm.engine.activity import HISTORY_SIZE
 from heylook_llm.engine.service import Engine
-from heylook_llm.errors import ModelNotFound
+from heylook_llm.errors import HeylookError, ModelNotFound
 
 STATIC = Path(__file__).resolve().parent / "static"
 _MEDIA_TYPES = {
@@ -63,6 +66,8 @@ def _error(description: str) -> dict[str, Any]:
 
 
 page_routes = APIRouter(tags=["Web page"])
+log = logging.getLogger(__name__)
+
 routes = APIRouter(tags=["Dashboard"])
 
 
@@ -178,19 +183,71 @@ def _state_of(engine: Engine, model_id: str) -> Any:
     "/v1/models/{model_id:path}/load",
     summary="Load a model now",
     responses={
+        200: {
+            "description": "Loaded: the model's state (JSON), or with `stream` the load's events (SSE)",
+            "content": {"application/json": {}, "text/event-stream": {"schema": {"type": "string"}}},
+        },
         404: _error("No enabled model has this id"),
         500: _error("The model failed to load; the message says why"),
-        503: _error("The model's backend library is missing on this machine"),
+        503: _error("The model's backend library is missing, or busy models left no room in time"),
+        507: _error("The model cannot fit the memory budget; the message names both sizes"),
     },
 )
-async def load_model(model_id: str, request: Request) -> Response:
-    """Load the model (unloading the least recently used idle one if the limit is reached); it then stays loaded
-    for the server's keep-alive. Answers when the model is loaded, with its state and the seconds this took."""
+async def load_model(
+    model_id: str,
+    request: Request,
+    stream: bool = Query(
+        False,
+        description="Server-Sent Events while it loads: `progress` events ({model, progress: 0 to 1, the share of "
+        "the weights read, where the backend reports it}), then `loaded` ({model, seconds}) or `error`",
+    ),
+) -> Response:
+    """Load the model (evicting least recently used idle models until it fits the count and the memory budget); it
+    then stays loaded for its keep-alive. Answers when the model is loaded, with its state and the seconds this
+    took; a model that cannot fit the memory budget is 507 before anything is loaded."""
     engine = engine_of(request)
     entry = engine.resolve(model_id)
     started = time.perf_counter()
-    await engine.load(entry)
-    return OrjsonResponse({"model": _state_of(engine, entry.id), "seconds": time.perf_counter() - started})
+    if not stream:
+        await engine.load(entry)
+        return OrjsonResponse({"model": _state_of(engine, entry.id), "seconds": time.perf_counter() - started})
+    loading = asyncio.create_task(engine.load(entry))
+
+    async def events() -> AsyncIterator[bytes]:
+        last: float | None = -1.0
+        try:
+            while not loading.done():
+                progress = engine.load_progress(entry)
+                if progress != last and progress is not None:
+                    yield _event("progress", {"model": entry.id, "progress": round(progress, 4)})
+                    last = progress
+                await asyncio.wait({loading}, timeout=PROGRESS_INTERVAL_SECONDS)
+            try:
+                loading.result()
+            except HeylookError as exc:
+                status, _, code = status_and_code(exc)
+                yield _event("error", {"error": {"message": exc.message, "code": code, "status": status}})
+                return
+            if last != 1.0:
+                yield _event("progress", {"model": entry.id, "progress": 1.0})
+            yield _event("loaded", {"model": _state_of(engine, entry.id), "seconds": time.perf_counter() - started})
+        finally:
+            # A client that leaves does not stop the load (others may wait for the model), only the events.
+            if not loading.done():
+                loading.add_done_callback(_retrieve)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+
+PROGRESS_INTERVAL_SECONDS = 0.1
+"""How often a streamed load reports its progress."""
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Read a finished background load's outcome, so that a failure is logged once and not as 'never retrieved'."""
+    if not task.cancelled() and task.exception() is not None:
+        log.info("a load whose client left failed: %s", task.exception())
 
 
 @routes.post(
