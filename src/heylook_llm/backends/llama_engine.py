@@ -25,7 +25,7 @@ import llama_cpp
 import numpy as np
 
 from heylook_llm.backends.constrained import TokenMask
-from heylook_llm.backends.llama_native import init_backend, native_errors, native_reason
+from heylook_llm.backends.llama_native import free_native, init_backend, native_errors, native_reason
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
 from heylook_llm.backends.llama_sampling import build_sampler_chain
 from heylook_llm.backends.llama_slots import Slot, SlotTable
@@ -219,15 +219,8 @@ class LlamaEngine:
         if self.vision is not None:
             self.vision.close()
             self.vision = None
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
-        if self._ctx:
-            llama_cpp.llama_free(self._ctx)
-            self._ctx = None
-        if self._model:
-            llama_cpp.llama_model_free(self._model)
-            self._model = None
+        free_native(self._batch, self._ctx, self._model)
+        self._batch = self._ctx = self._model = None
         self._slots = None
         self._pieces.clear()
         self._special_pieces.clear()

@@ -8,6 +8,7 @@ import ctypes
 import logging
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import llama_cpp
 
@@ -78,3 +79,13 @@ def init_backend() -> None:
         # llama.cpp's INFO lines are a load report, not news: only DEBUG shows them.
         if not _native_log.isEnabledFor(logging.DEBUG):
             _native_log.setLevel(logging.WARNING)
+
+
+def free_native(batch: Any, ctx: Any, model: Any) -> None:
+    """Free what one llama.cpp model holds, batch and context before the model they belong to (each may be None)."""
+    if batch is not None:
+        llama_cpp.llama_batch_free(batch)
+    if ctx:
+        llama_cpp.llama_free(ctx)
+    if model:
+        llama_cpp.llama_model_free(model)

@@ -22,7 +22,7 @@ from typing import Any
 
 import llama_cpp
 
-from heylook_llm.backends.llama_native import init_backend, native_errors, native_reason
+from heylook_llm.backends.llama_native import free_native, init_backend, native_errors, native_reason
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 
 _QUERY = "{query}"
@@ -95,15 +95,8 @@ class LlamaRanker:
         self._template = template.decode("utf-8", "replace") if template else None
 
     def unload(self) -> None:
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
-        if self._ctx:
-            llama_cpp.llama_free(self._ctx)
-            self._ctx = None
-        if self._model:
-            llama_cpp.llama_model_free(self._model)
-            self._model = None
+        free_native(self._batch, self._ctx, self._model)
+        self._batch = self._ctx = self._model = None
 
     def metadata(self) -> dict[str, str]:
         out: dict[str, str] = {}

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 import numpy as np
 
-from heylook_llm.backends.llama_native import native_errors, native_reason
+from heylook_llm.backends.llama_native import free_native, native_errors, native_reason
 from heylook_llm.backends.llama_options import default_flash_attn
 from heylook_llm.backends.tokens import common_prefix
 from heylook_llm.config.registry import LlamaCppConfig
@@ -196,15 +196,8 @@ class DraftModel:
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
 
     def unload(self) -> None:
-        if self._batch is not None:
-            llama_cpp.llama_batch_free(self._batch)
-            self._batch = None
-        if self._ctx:
-            llama_cpp.llama_free(self._ctx)
-            self._ctx = None
-        if self._model:
-            llama_cpp.llama_model_free(self._model)
-            self._model = None
+        free_native(self._batch, self._ctx, self._model)
+        self._batch = self._ctx = self._model = None
         self._mem = None
 
     def attach(self, seq_id: int, prompt: list[int]) -> int:
