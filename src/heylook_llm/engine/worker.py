@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import queue
 import threading
 import time
@@ -29,10 +28,6 @@ from heylook_llm.types import EmbeddingInputs, EmbeddingResult, GenerationChunk,
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-LOOP_WAIT_MIN_STEP_SECONDS = float(os.environ.get("HEYLOOK_LOOP_WAIT_MIN_STEP", "0.002"))
-"""Steps shorter than this never wait for the event loop (see ModelWorker._wait_for_loop)."""
-LOOP_WAIT_MAX_SECONDS = 0.005
 
 
 class GenerationStream:
@@ -152,32 +147,22 @@ class GenerationStream:
         return merged
 
 
-def wake_streams(streams: list[GenerationStream], settled: threading.Event | None = None) -> None:
-    """Wake the event loop once for all `streams` (one loop callback per step rather than one per token).
-
-    `settled` (cleared here) is set once the loop has run the readers these wake-ups resume."""
+def wake_streams(streams: list[GenerationStream]) -> None:
+    """Wake the event loop once for all `streams` (one loop callback per step rather than one per token)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[GenerationStream]] = {}
     for stream in streams:
         by_loop.setdefault(stream.loop, []).append(stream)
     for loop, group in by_loop.items():
-        if settled is not None:
-            settled.clear()
         try:
-            loop.call_soon_threadsafe(_wake_each, group, settled)
+            loop.call_soon_threadsafe(_wake_each, group)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             for stream in group:
                 stream.cancel()
-            if settled is not None:
-                settled.set()
-        settled = None  # a second loop (tests only) is not waited for
 
 
-def _wake_each(streams: list[GenerationStream], settled: threading.Event | None) -> None:
+def _wake_each(streams: list[GenerationStream]) -> None:
     for stream in streams:
         stream.wake()
-    if settled is not None:
-        # The readers woken here run in the loop's next iteration; this callback runs after them, in that one.
-        asyncio.get_running_loop().call_soon(settled.set)
 
 
 @dataclass(slots=True)
@@ -219,9 +204,6 @@ class ModelWorker:
         self.stream_interval = stream_interval
         """Least seconds between two chunks of one stream while tokens come faster (see GenerationStream)."""
         self._last_step_seconds = 0.0
-        self._loop_settled = threading.Event()
-        """Clear from a wake-up until the event loop has sent what it woke for (see `_wait_for_loop`)."""
-        self._loop_settled.set()
         self._jobs: queue.SimpleQueue[_GenerateJob | _CallJob | _Stop] = queue.SimpleQueue()
         self._threads = threads if threads is not None else ThreadHost()
         self._finished: threading.Event | None = None
@@ -371,7 +353,6 @@ class ModelWorker:
             self._end(active, item)
         if not active:
             return
-        self._wait_for_loop()
         started = time.perf_counter()
         try:
             results = self.backend.step([a.handle for a in active])
@@ -408,18 +389,7 @@ class ModelWorker:
         # Held tokens that would wait past the interval if the next step is as long as this one go now.
         wake.extend(self._due_streams(active, now, self._last_step_seconds))
         if wake:
-            wake_streams(wake, self._loop_settled)
-
-    def _wait_for_loop(self) -> None:
-        """Before a long step, give the event loop the time to send what the last step woke it for.
-
-        A step runs on llama.cpp's compute threads, which meet at a barrier after every operation: when the event
-        loop takes the core of one of them mid-step, the others spin until it is back. On machines with few cores
-        (measured on 2: benchmarks/README.md) that costs more than letting the loop finish first. Short steps (a
-        tiny model's) are not held back: the loop's work would cost them more than the contention does."""
-        if self._last_step_seconds < LOOP_WAIT_MIN_STEP_SECONDS or self._loop_settled.is_set():
-            return
-        self._loop_settled.wait(min(LOOP_WAIT_MAX_SECONDS, self._last_step_seconds / 4))
+            wake_streams(wake)
 
     def _due_streams(self, active: list[_Active], now: float, horizon: float) -> list[GenerationStream]:
         if self.stream_interval <= 0:
