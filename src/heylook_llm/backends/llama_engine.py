@@ -423,7 +423,9 @@ class LlamaEngine:
         live = [s for s in seqs if id(s) not in failed]
         batch = self._batch
         n = 0
-        decoding = [s for s in live if not s.pending]
+        # In seq-id order: llama.cpp reuses the previous step's compute graph only when the batch's sequences come in
+        # the same order as its streams; any other order rebuilds the graph on every step.
+        decoding = sorted((s for s in live if not s.pending), key=lambda s: s.slot.seq_id)
         speculator = self._speculator
         if speculator is not None:
             speculator.propose(decoding, self._batch_capacity - len(decoding))
