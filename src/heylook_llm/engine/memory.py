@@ -185,3 +185,32 @@ def resolve_budget(registry: Registry, total: int, available: int) -> int:
 def resident_bytes() -> int:
     """This process's resident memory now."""
     return int(psutil.Process().memory_info().rss)
+
+
+def never_fits(
+    model_id: str, footprint: Footprint, budget: int, pinned: list[tuple[str, int]], max_loaded: int
+) -> str | None:
+    """Why a model of this footprint could not load even with every unpinned model gone, or None when it could.
+    `pinned`: the pinned models that stay loaded, as (id, bytes)."""
+    need = footprint.estimate_bytes
+    parts = (
+        f"weights {format_bytes(footprint.weights_bytes)}, KV cache {format_bytes(footprint.kv_bytes)} for "
+        f"{footprint.kv_tokens:,} tokens"
+        + (f", projector {format_bytes(footprint.projector_bytes)}" if footprint.projector_bytes else "")
+    )
+    if need > budget:
+        return (
+            f"model '{model_id}' needs about {format_bytes(need)} ({parts}) but the memory budget is "
+            f"{format_bytes(budget)}; lower n_ctx or parallel, use a quantized KV cache (cache_type_k/v), or "
+            "raise memory_budget in models.yaml"
+        )
+    pinned_bytes = sum(size for _, size in pinned)
+    if pinned and need > budget - pinned_bytes:
+        names = ", ".join(f"'{name}'" for name, _ in pinned)
+        return (
+            f"model '{model_id}' needs about {format_bytes(need)} ({parts}) but pinned models ({names}) hold "
+            f"{format_bytes(pinned_bytes)} of the {format_bytes(budget)} memory budget"
+        )
+    if len(pinned) >= max_loaded:
+        return f"model '{model_id}' cannot load: all {max_loaded} places of max_loaded_models are held by pinned models"
+    return None

@@ -36,6 +36,7 @@ from heylook_llm.engine.memory import (
     estimate_footprint,
     format_bytes,
     machine_memory,
+    never_fits,
     resident_bytes,
     resolve_budget,
 )
@@ -458,34 +459,12 @@ class ModelRouter:
     def _refuse_if_never_fits(self, entry: ModelEntry, footprint: Footprint, replacing: str | None = None) -> None:
         """InsufficientMemory when `entry` could not fit even once every unpinned model is gone (`replacing`: the
         loaded copy it would replace, which does not count)."""
-        need, budget = footprint.estimate_bytes, self.budget_bytes
-        parts = (
-            f"weights {format_bytes(footprint.weights_bytes)}, KV cache {format_bytes(footprint.kv_bytes)} for "
-            f"{footprint.kv_tokens:,} tokens"
-            + (f", projector {format_bytes(footprint.projector_bytes)}" if footprint.projector_bytes else "")
-        )
-        if need > budget:
-            raise InsufficientMemory(
-                f"model '{entry.id}' needs about {format_bytes(need)} ({parts}) but the memory budget is "
-                f"{format_bytes(budget)}; lower n_ctx or parallel, use a quantized KV cache (cache_type_k/v), or "
-                "raise memory_budget in models.yaml",
-                param="model",
-            )
-        pinned = [m for key, m in self._loaded.items() if m.pinned and key != replacing]
-        pinned_bytes = sum(m.footprint.total_bytes for m in pinned)
-        if pinned and need > budget - pinned_bytes:
-            names = ", ".join(f"'{m.entry.id}'" for m in pinned)
-            raise InsufficientMemory(
-                f"model '{entry.id}' needs about {format_bytes(need)} ({parts}) but pinned models ({names}) hold "
-                f"{format_bytes(pinned_bytes)} of the {format_bytes(budget)} memory budget",
-                param="model",
-            )
-        if len(pinned) >= self.registry.max_loaded_models:
-            raise InsufficientMemory(
-                f"model '{entry.id}' cannot load: all {self.registry.max_loaded_models} places of max_loaded_models "
-                "are held by pinned models",
-                param="model",
-            )
+        pinned = [
+            (m.entry.id, m.footprint.total_bytes) for key, m in self._loaded.items() if m.pinned and key != replacing
+        ]
+        problem = never_fits(entry.id, footprint, self.budget_bytes, pinned, self.registry.max_loaded_models)
+        if problem is not None:
+            raise InsufficientMemory(problem, param="model")
 
     def _needs_room(self, need: int) -> bool:
         return len(self._loaded) >= self.registry.max_loaded_models or self.used_bytes() + need > self.budget_bytes
