@@ -11,6 +11,7 @@ from openai import OpenAI
 
 from heylook_llm.backends.llama_engine import LlamaEngine, Sequence
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
+from heylook_llm.backends.llama_slots import MIN_BORROWED_TOKENS
 from heylook_llm.types import GenerationChunk, SamplingParams
 from tests.conftest import start_server
 
@@ -169,3 +170,26 @@ models:
             assert previous_prompt <= cached < prompt_tokens
     finally:
         server.stop()
+
+
+def test_a_new_conversation_keeps_the_old_one_cached_and_still_reuses_the_shared_header(engine: LlamaEngine) -> None:
+    header = "<|im_start|>system\n" + "You answer questions about the weather." + "<|im_end|>\n"
+    turn = "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    first = engine.tokenize(header + turn.format("rain?"), add_bos=False, special=True)
+    second = engine.tokenize(header + turn.format("snow?"), add_bos=False, special=True)
+    shared = next(i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b)
+    greedy = SamplingParams(temperature=0, max_tokens=3 * len(first))
+    _, final1 = _run(engine, [engine.open(first, greedy, None, True)])[0]
+    assert final1.context_tokens is not None and 2 * shared < len(final1.context_tokens)
+    assert shared < MIN_BORROWED_TOKENS, "below the length that decides before any measurement"
+    table = engine._slot_table
+    assert table.token_seconds is not None, "the first prompt's evaluation was timed"
+    assert table.stream_copy_seconds is not None and table.borrow_pays(shared)
+    # The second conversation shares only the header: it goes to an empty slot, with the header copied over.
+    _, final2 = _run(engine, [engine.open(second, greedy, None, False)])[0]
+    assert final2.stats is not None and final2.stats.cached_prompt_tokens == shared
+    assert sum(1 for s in table.slots if s.cached) == 2
+    # The first conversation's cache is whole: its next turn evaluates only the new tokens.
+    follow = final1.context_tokens + engine.tokenize(turn.format("and?"), add_bos=False, special=True)
+    _, final3 = _run(engine, [engine.open(follow, greedy, None, False)])[0]
+    assert final3.stats is not None and final3.stats.cached_prompt_tokens >= len(final1.context_tokens) - 1

@@ -28,7 +28,7 @@ from heylook_llm.backends.constrained import TokenMask
 from heylook_llm.backends.llama_native import free_native, init_backend, native_errors, native_reason
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
 from heylook_llm.backends.llama_sampling import build_sampler_chain
-from heylook_llm.backends.llama_slots import Slot, SlotTable
+from heylook_llm.backends.llama_slots import STREAM_COPY_BYTES_PER_SECOND, Slot, SlotTable
 from heylook_llm.backends.llama_speculative import (
     DraftModel,
     SequenceDrafting,
@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 
 KV_CACHE_TYPES = {"f16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
 """models.yaml's cache_type_k / cache_type_v -> ggml type."""
+KV_CACHE_TYPE_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+"""Bytes per cached value of each cache type (q8_0 and q4_0 store 32 values in 34 and 18 bytes)."""
 
 
 def _progress_callback(opts: EngineOptions) -> Any:
@@ -175,7 +177,9 @@ class LlamaEngine:
         self.eog_ids = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         self._batch_capacity = int(ctx_params.n_batch)
         self._batch = llama_cpp.llama_batch_init(self._batch_capacity, 0, 1)
-        self._slots = SlotTable(llama_cpp.llama_get_memory(self._ctx), opts.parallel, opts.prefix_cache)
+        self._slots = SlotTable(
+            llama_cpp.llama_get_memory(self._ctx), opts.parallel, opts.prefix_cache, self._stream_copy_seconds()
+        )
         if opts.mmproj_path is not None:
             from heylook_llm.backends.llama_vision import VisionProjector
 
@@ -188,6 +192,27 @@ class LlamaEngine:
                 raise
         if self.speculation is not None:
             self._load_speculator(self.speculation)
+
+    def _stream_copy_seconds(self) -> float | None:
+        """About how long llama.cpp takes to copy one slot's KV stream to another (it copies the whole stream, not
+        just the cells in use); 0 with a unified cache, where a copy only tags cells. None for models whose
+        state is not a plain KV cache (recurrent and hybrid models)."""
+        opts = self.options
+        if llama_cpp.llama_model_is_recurrent(self._model) or llama_cpp.llama_model_is_hybrid(self._model):
+            return None
+        if opts.kv_unified:
+            return 0.0
+        heads = int(llama_cpp.llama_model_n_head(self._model))
+        if heads <= 0:
+            return None
+        head_width = int(llama_cpp.llama_model_n_embd(self._model)) // heads
+        per_token = (
+            int(llama_cpp.llama_model_n_layer(self._model))
+            * int(llama_cpp.llama_model_n_head_kv(self._model))
+            * head_width
+            * (KV_CACHE_TYPE_BYTES[opts.cache_type_k] + KV_CACHE_TYPE_BYTES[opts.cache_type_v])
+        )
+        return opts.n_ctx * per_token / STREAM_COPY_BYTES_PER_SECOND
 
     def _load_speculator(self, speculation: SpeculationOptions) -> None:
         opts = self.options
@@ -452,7 +477,11 @@ class LlamaEngine:
             else:
                 seq.logits_index = -1
         batch.n_tokens = n
+        started = time.perf_counter()
         status = llama_cpp.llama_decode(self._ctx, batch) if n else 0
+        if n - len(decoding) >= 8:
+            # Mostly prompt tokens: the slot table weighs evaluating a prefix against copying it from a slot.
+            self._slot_table.note_evaluation(n, time.perf_counter() - started)
         if status != 0:
             for seq in live:
                 self._forget(seq)

@@ -17,7 +17,11 @@ from heylook_llm.backends.tokens import common_prefix
 from heylook_llm.errors import GenerationFailed
 
 MIN_BORROWED_TOKENS = 32
-"""Copying another slot's cache moves its whole KV stream: worth it only for a prefix at least this long."""
+"""Before a prompt's evaluation time has been measured: the shortest prefix worth copying from another slot."""
+
+STREAM_COPY_BYTES_PER_SECOND = 8e9
+"""A CPU copies memory at roughly this rate (10 GB/s measured on a small 2-core machine): the cost of copying
+one slot's KV stream, weighed against evaluating the prefix again."""
 
 
 @dataclass(slots=True)
@@ -31,10 +35,33 @@ class Slot:
 
 
 class SlotTable:
-    def __init__(self, memory: Any, count: int, prefix_cache: bool) -> None:
+    def __init__(self, memory: Any, count: int, prefix_cache: bool, stream_copy_seconds: float | None = None) -> None:
         self._mem = memory
         self.prefix_cache = prefix_cache
         self.slots = [Slot(seq_id=i) for i in range(count)]
+        self.stream_copy_seconds = stream_copy_seconds
+        """What copying one slot's KV to another costs: 0 where the slots share one pool of cells (unified KV,
+        a copy only tags cells), None where unknown."""
+        self.token_seconds: float | None = None
+        """Measured time to evaluate one prompt token (the engine keeps it current); None until measured."""
+
+    def borrow_pays(self, gained_tokens: int) -> bool:
+        """Whether copying another slot's cache to reuse `gained_tokens` more prompt tokens costs less than
+        evaluating them."""
+        if gained_tokens <= 0:
+            return False
+        if self.stream_copy_seconds == 0.0:
+            return True
+        if self.stream_copy_seconds is None or self.token_seconds is None:
+            return gained_tokens >= MIN_BORROWED_TOKENS
+        return gained_tokens * self.token_seconds > self.stream_copy_seconds
+
+    def note_evaluation(self, tokens: int, seconds: float) -> None:
+        """A decode of `tokens` tokens (mostly prompt) took `seconds`: update the per-token estimate."""
+        if tokens < 8 or seconds <= 0.0:
+            return  # a step of a few tokens is mostly fixed cost, not per-token work
+        sample = seconds / tokens
+        self.token_seconds = sample if self.token_seconds is None else 0.7 * self.token_seconds + 0.3 * sample
 
     @property
     def free(self) -> int:
@@ -86,12 +113,13 @@ class SlotTable:
         return min(free, key=lambda s: (len(s.cached) > 0, s.last_used))
 
     def _borrow(self, slot: Slot, matches: dict[int, int]) -> int:
-        """Copy a longer matching prefix from another slot's KV cache (busy or free) into `slot`; returns the
-        tokens now reusable. Requests submitted together with a common prefix (batch groups, `n` choices) then
-        evaluate it once instead of once per slot."""
+        """Copy a longer matching prefix from another slot's KV cache (busy or free) into `slot` where that costs
+        less than evaluating it; returns the tokens now reusable. Requests submitted together with a common
+        prefix (batch groups, `n` choices) then evaluate it once instead of once per slot, and a new conversation
+        put in an empty slot (to keep another slot's conversation) still reuses the shared chat-template header."""
         reuse = matches[slot.seq_id]
         donor = max((s for s in self.slots if s is not slot), key=lambda s: matches[s.seq_id], default=None)
-        if donor is None or matches[donor.seq_id] < reuse + MIN_BORROWED_TOKENS:
+        if donor is None or not self.borrow_pays(matches[donor.seq_id] - reuse):
             return reuse
         match = matches[donor.seq_id]
         # llama.cpp copies across streams only whole: copy the donor's stream, then drop what lies past the
