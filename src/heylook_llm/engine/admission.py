@@ -15,8 +15,9 @@ import contextlib
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.activity import GenerationTrace
 from heylook_llm.engine.generation import ActiveGeneration, prepared, with_entry_defaults
+from heylook_llm.engine.leases import Lease
 from heylook_llm.engine.output import OutputParser
-from heylook_llm.engine.router import Lease, ModelRouter
+from heylook_llm.engine.router import ModelRouter
 from heylook_llm.engine.worker import GenerationStream
 from heylook_llm.errors import HeylookError, LimitExceeded
 from heylook_llm.types import GenerationChunk, GenerationRequest

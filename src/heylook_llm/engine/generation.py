@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator
 from heylook_llm.config.registry import ModelEntry
 from heylook_llm.engine.activity import GenerationTrace
 from heylook_llm.engine.features import refuse_undeclared
+from heylook_llm.engine.leases import Lease
 from heylook_llm.engine.output import CollectedOutput, OutputParser, PassThrough, output_parser_for
 from heylook_llm.engine.reasoning.stage import prepare_reasoning, reasoning_parser
-from heylook_llm.engine.router import Lease, ModelRouter
+from heylook_llm.engine.router import ModelRouter
 from heylook_llm.engine.tool_calls.stage import ToolOutputParser, prepare_tools
 from heylook_llm.engine.worker import GenerationStream
 from heylook_llm.errors import HeylookError

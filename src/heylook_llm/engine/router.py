@@ -15,21 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from heylook_llm.backends import create_backend
 from heylook_llm.backends.base import Backend
 from heylook_llm.config.durations import format_duration
 from heylook_llm.config.paths import config_paths, without_local_paths
-from heylook_llm.config.registry import SAMPLING_CONFIG_FIELDS, LlamaCppConfig, MLXConfig, ModelEntry, Registry
+from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
+from heylook_llm.engine.leases import Lease, LoadedModel, context_of, fits_context, weights_key
 from heylook_llm.engine.memory import (
     NO_FOOTPRINT,
     Footprint,
@@ -59,90 +58,6 @@ BackendFactory = Callable[[ModelEntry, ServerSettings], Backend]
 
 ROOM_WAIT_SECONDS = 120.0
 """How long a load waits for busy (or too recently loaded) models to make room before answering 503."""
-
-
-def weights_key(entry: ModelEntry) -> str:
-    """What one loaded copy is shared by: `load_key()` without llama.cpp's n_ctx, which a request may raise."""
-    cfg = entry.config
-    if not isinstance(cfg, LlamaCppConfig):
-        return entry.load_key()
-    fields = cfg.model_dump(mode="json", exclude={*SAMPLING_CONFIG_FIELDS, "n_ctx"})
-    return json.dumps({"provider": entry.provider, **fields}, sort_keys=True)
-
-
-def context_of(entry: ModelEntry) -> int | None:
-    """The context window the entry loads with (llama.cpp's n_ctx); None where the model's own is used."""
-    return entry.config.n_ctx if isinstance(entry.config, LlamaCppConfig) else None
-
-
-class Lease:
-    """A model held for one request: it is not unloaded until `release()` (synchronous and idempotent, so that
-    it is safe in `finally` blocks of cancelled tasks)."""
-
-    def __init__(self, router: ModelRouter, model: LoadedModel, entry: ModelEntry, load_seconds: float) -> None:
-        self._router = router
-        self._model = model
-        self.entry = entry
-        """The entry the request named (an alias or variant shares the weights of another entry)."""
-        self.worker = model.worker
-        self.load_seconds = load_seconds
-        """Time this request spent waiting for the model to load (0 when it was already loaded)."""
-        self.metrics = router.metrics
-        self._released = False
-
-    def release(self) -> None:
-        if not self._released:
-            self._released = True
-            self._router._release(self._model)
-
-    def share(self) -> Lease:
-        """Another hold on the same weights, released on its own (one per generation of a multi-part request)."""
-        self._model.in_flight += 1
-        self._model.last_used = time.monotonic()
-        return Lease(self._router, self._model, self.entry, self.load_seconds)
-
-
-@dataclass(slots=True)
-class LoadedModel:
-    key: str
-    entry: ModelEntry
-    """The entry most recently served by these weights."""
-    worker: ModelWorker
-    loaded_at: float
-    last_used: float
-    """`time.monotonic()` of the last checkout or release."""
-    keep_alive: float
-    """Seconds to stay loaded once idle, set by the latest request; `math.inf` never expires, 0 unloads at once."""
-    footprint: Footprint = NO_FOOTPRINT
-    """The estimate before load, with the measured resident growth after."""
-    loaded_mono: float = 0.0
-    """`time.monotonic()` when the load finished (the swap guard counts `min_residency` from it)."""
-    pinned: bool = False
-    """An enabled entry sharing these weights says `pin: true` (kept current by the router)."""
-    in_flight: int = 0
-
-    @property
-    def expires(self) -> bool:
-        """Unloaded when its keep-alive runs out: unpinned, or pinned and told to go (an explicit keep_alive 0)."""
-        return not self.pinned or self.keep_alive == 0
-
-    @property
-    def context(self) -> int | None:
-        return context_of(self.entry)
-
-    def idle_deadline(self) -> float:
-        """Monotonic time at which an idle model expires (`math.inf` while requests hold it or it never expires)."""
-        if self.in_flight > 0:
-            return math.inf
-        return self.last_used + self.keep_alive
-
-    def expires_at(self) -> float | None:
-        """Wall-clock expiry for display (Ollama's /api/ps); a busy model counts from now. None: never."""
-        if math.isinf(self.keep_alive):
-            return None
-        now = time.monotonic()
-        start = now if self.in_flight > 0 else self.last_used
-        return time.time() + (start + self.keep_alive - now)
 
 
 class ModelRouter:
@@ -315,7 +230,8 @@ class ModelRouter:
         finally:
             lease.release()
 
-    def _release(self, model: LoadedModel) -> None:
+    def release_model(self, model: LoadedModel) -> None:
+        """A lease on `model` ended."""
         model.in_flight -= 1
         model.last_used = time.monotonic()
         self._released.set()
@@ -364,7 +280,7 @@ class ModelRouter:
     def _checkout(self, entry: ModelEntry, keep_alive: float) -> LoadedModel | None:
         key = weights_key(entry)
         model = self._loaded.get(key)
-        if model is None or not _fits_context(model, entry):
+        if model is None or not fits_context(model, entry):
             return None
         model.in_flight += 1
         model.last_used = time.monotonic()
@@ -582,9 +498,3 @@ class ModelRouter:
                     self.expirations += 1
                     self.metrics.model_expired(model.entry.id)
                     await self._unload(key)
-
-
-def _fits_context(model: LoadedModel, entry: ModelEntry) -> bool:
-    """The loaded copy's context holds what `entry` asks for (a larger loaded context serves a smaller request)."""
-    wanted, loaded = context_of(entry), model.context
-    return wanted is None or loaded is None or wanted <= loaded
