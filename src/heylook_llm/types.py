@@ -240,6 +240,9 @@ class GenerationStats:
     """Tokens drafted for speculative decoding (llama.cpp models with draft_model_path or prompt_lookup)."""
     accepted_draft_tokens: int = 0
     """Drafted tokens the model agreed with: generated tokens that came from drafts."""
+    reasoning_tokens: int = 0
+    """Generated tokens that went to the reasoning section, its markers included (set by the engine's reasoning
+    split; 0 for output with no reasoning format)."""
 
 
 MAX_TOP_LOGPROBS = 20
@@ -300,10 +303,18 @@ class GenerationChunk:
     reasoning_open: bool = False
     """On a generation's first chunk: the prompt ends inside the reasoning section (the chat template opened it),
     so the output starts as reasoning."""
+    stop_sequence: str | None = None
+    """On the final chunk: the request's stop string that ended the generation (None: it ended otherwise)."""
+    pieces: list[tuple[int, int]] = field(default_factory=list)
+    """For a chunk merged from several (`absorb`): each one's (characters of `text`, token count), in order, so
+    that the reasoning split can count tokens as if they had come one chunk at a time. Empty: one piece."""
 
     def absorb(self, later: GenerationChunk) -> None:
         """Append a later chunk of the same stream to this one, keeping everything both carry."""
         self.reasoning_open = self.reasoning_open or later.reasoning_open
+        if not self.pieces:
+            self.pieces.append((len(self.text), self.token_count))
+        self.pieces.extend(later.pieces or [(len(later.text), later.token_count)])
         self.text += later.text
         self.reasoning += later.reasoning
         self.token_count += later.token_count
@@ -316,6 +327,7 @@ class GenerationChunk:
             else:
                 self.tool_calls.append(ToolCallDelta(delta.index, delta.id, delta.name, delta.arguments))
         self.finish_reason = later.finish_reason
+        self.stop_sequence = later.stop_sequence
         self.stats = later.stats
         self.context_tokens = later.context_tokens
 

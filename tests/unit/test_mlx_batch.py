@@ -236,8 +236,9 @@ def test_stop_strings_and_eos_end_only_their_own_sequence(batched: MLXBatchedBac
     together.run()
     first, eos, other = together.last
     assert together.texts[0] == reference[: reference.index(stop)]
-    assert first is not None and first.finish_reason is FinishReason.STOP
+    assert first is not None and first.finish_reason is FinishReason.STOP and first.stop_sequence == stop
     assert eos is not None and eos.finish_reason is FinishReason.STOP and together.texts[1] == ""
+    assert eos.stop_sequence is None
     assert eos.stats is not None and eos.stats.completion_tokens == 0
     assert other is not None and other.finish_reason is FinishReason.LENGTH
 

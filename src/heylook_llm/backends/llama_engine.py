@@ -588,7 +588,10 @@ class LlamaEngine:
             generation_seconds=ended - first,
         )
         context = seq.prompt + seq.output if seq.return_tokens else None
-        return GenerationChunk(text, token_count=1, finish_reason=reason, stats=stats, context_tokens=context)
+        matched = seq.stops.matched if reason is FinishReason.STOP else None
+        return GenerationChunk(
+            text, token_count=1, finish_reason=reason, stats=stats, context_tokens=context, stop_sequence=matched
+        )
 
 
 def _text_run(pending: list[int], limit: int) -> list[int]:

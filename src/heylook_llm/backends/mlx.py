@@ -221,6 +221,8 @@ class MLXBackend(MLXModelBase, GeneratorBackend):
                     break
                 if produced >= budget:
                     chunk.text += stops.feed(assembler.feed(decoder.flush()) + assembler.flush()) + stops.flush()
+                    if stops.stopped:  # the held-back text completed a stop string
+                        finish = FinishReason.STOP
                     if chunk.text or chunk.logprobs:
                         yield chunk
                     break
@@ -257,7 +259,8 @@ class MLXBackend(MLXModelBase, GeneratorBackend):
         )
         # The tokens a later request can continue from: the prompt and what was produced, without the EOS token.
         context = [*tokens, *received[:produced]] if request.return_tokens else None
-        yield GenerationChunk("", finish_reason=finish, stats=stats, context_tokens=context)
+        matched = stops.matched if finish is FinishReason.STOP else None
+        yield GenerationChunk("", finish_reason=finish, stats=stats, context_tokens=context, stop_sequence=matched)
 
     # --- unloading ------------------------------------------------------------------------------
     def unload(self) -> None:

@@ -266,6 +266,8 @@ class BatchEngine:
             # Bytes held back for an unfinished character or a possible stop string are emitted at the end.
             assembler = sequence.assembler
             text += stops.feed(assembler.feed(sequence.decoder.flush()) + assembler.flush()) + stops.flush()
+            if stops.stopped:  # the held-back text completed a stop string
+                reason = FinishReason.STOP
         sequence.finished = True
         ended = time.perf_counter()
         first = sequence.first_token_at or ended
@@ -278,7 +280,12 @@ class BatchEngine:
         )
         context = [*sequence.prompt, *sequence.output] if sequence.return_tokens else None
         final = GenerationChunk(
-            text, token_count=1 if counted else 0, finish_reason=reason, stats=stats, context_tokens=context
+            text,
+            token_count=1 if counted else 0,
+            finish_reason=reason,
+            stats=stats,
+            context_tokens=context,
+            stop_sequence=stops.matched if reason is FinishReason.STOP else None,
         )
         if isinstance(last, GenerationChunk):
             final.token_ids, final.logprobs, final.reasoning_open = last.token_ids, last.logprobs, last.reasoning_open

@@ -218,7 +218,8 @@ class MLXVisionBackend(GeneratorBackend):
             prompt_eval_seconds=first_token_at - started,
             generation_seconds=ended - first_token_at,
         )
-        yield GenerationChunk("", finish_reason=finish, stats=stats)
+        matched = stops.matched if finish is FinishReason.STOP else None
+        yield GenerationChunk("", finish_reason=finish, stats=stats, stop_sequence=matched)
 
     def unload(self) -> None:
         self._model = None

@@ -22,12 +22,20 @@ class Utf8Assembler:
 
 
 class StopMatcher:
-    """Holds back text that could be the start of a stop string; the stop string itself is never emitted."""
+    """Holds back text that could be the start of a stop string; the stop string itself is never emitted.
+
+    `matched` is the stop string that ended the text (the one that starts first; of those, the one listed first),
+    for dialects that report it (Anthropic's `stop_sequence`).
+    """
 
     def __init__(self, stops: tuple[str, ...] | list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._pending = ""
-        self.stopped = False
+        self.matched: str | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self.matched is not None
 
     def feed(self, text: str) -> str:
         """Returns the text that is safe to emit now; sets `stopped` when a stop string matched."""
@@ -37,14 +45,15 @@ class StopMatcher:
             return text
         self._pending += text
         first = -1
+        matched: str | None = None
         for stop in self._stops:
             at = self._pending.find(stop)
             if at != -1 and (first == -1 or at < first):
-                first = at
-        if first != -1:
+                first, matched = at, stop
+        if matched is not None:
             out = self._pending[:first]
             self._pending = ""
-            self.stopped = True
+            self.matched = matched
             return out
         keep = self._longest_stop_prefix_suffix()
         cut = len(self._pending) - keep

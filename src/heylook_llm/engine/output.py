@@ -60,6 +60,7 @@ class CollectedOutput:
         self._call_heads: dict[int, tuple[str, str]] = {}
         self.logprobs: list[TokenLogprob] = []
         self.finish_reason: FinishReason | None = None
+        self.stop_sequence: str | None = None
         self.stats: GenerationStats | None = None
         self.context_tokens: list[int] | None = None
 
@@ -74,6 +75,7 @@ class CollectedOutput:
         self.logprobs.extend(chunk.logprobs)
         if chunk.finish_reason is not None:
             self.finish_reason = chunk.finish_reason
+            self.stop_sequence = chunk.stop_sequence
             self.stats = chunk.stats or GenerationStats()
             self.context_tokens = chunk.context_tokens
             self.calls = [

@@ -197,14 +197,16 @@ def generation_request(
     )
 
 
-def stop_reason(reason: FinishReason | None) -> str:
-    """A stop string and the end of the model's turn are both FinishReason.STOP in the engine, so both are
-    "end_turn" here (docs/anthropic.md)."""
+def stop_fields(reason: FinishReason | None, stop_sequence: str | None) -> dict[str, str | None]:
+    """`stop_reason` and `stop_sequence`: the engine ends both a matched stop string and the model's own end of
+    turn with FinishReason.STOP; the matched string (`stop_sequence`) tells them apart."""
     if reason == FinishReason.LENGTH:
-        return "max_tokens"
+        return {"stop_reason": "max_tokens", "stop_sequence": None}
     if reason == FinishReason.TOOL_CALLS:
-        return "tool_use"
-    return "end_turn"
+        return {"stop_reason": "tool_use", "stop_sequence": None}
+    if stop_sequence is not None:
+        return {"stop_reason": "stop_sequence", "stop_sequence": stop_sequence}
+    return {"stop_reason": "end_turn", "stop_sequence": None}
 
 
 def usage(stats: GenerationStats) -> dict[str, int]:
@@ -247,6 +249,7 @@ def message_response(
     stats: GenerationStats,
     calls: list[ToolCall],
     reasoning: str,
+    stop_sequence: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": request.request_id,
@@ -254,8 +257,7 @@ def message_response(
         "role": "assistant",
         "model": request.model_id,
         "content": content_blocks(text, calls, reasoning),
-        "stop_reason": stop_reason(reason),
-        "stop_sequence": None,
+        **stop_fields(reason, stop_sequence),
         "usage": usage(stats),
     }
 

@@ -48,7 +48,13 @@ async def create_message(body: MessagesRequest, request: Request) -> Response:
         return StreamingResponse(_events(gen, active), media_type="text/event-stream")
     output = await unless_disconnected(request, active.collect())
     reply = convert.message_response(
-        gen, output.text, output.finish_reason, output.stats or GenerationStats(), output.calls, output.reasoning
+        gen,
+        output.text,
+        output.finish_reason,
+        output.stats or GenerationStats(),
+        output.calls,
+        output.reasoning,
+        output.stop_sequence,
     )
     return OrjsonResponse(reply)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from heylook_llm.api.anthropic.convert import stop_reason, usage
+from heylook_llm.api.anthropic.convert import stop_fields, usage
 from heylook_llm.api.anthropic.dialect import named_event
 from heylook_llm.types import GenerationChunk, GenerationStats, ToolCallDelta
 
@@ -75,7 +75,7 @@ class BlockEncoder:
             stats = chunk.stats or GenerationStats()
             end = {
                 "type": "message_delta",
-                "delta": {"stop_reason": stop_reason(chunk.finish_reason), "stop_sequence": None},
+                "delta": stop_fields(chunk.finish_reason, chunk.stop_sequence),
                 "usage": usage(stats),
             }
             events.append(named_event("message_delta", end))

@@ -177,6 +177,7 @@ def finish_reason(reason: FinishReason | None) -> str | None:
 
 
 def usage(stats: list[GenerationStats]) -> dict[str, Any]:
+    """Summed over choices; reasoning_tokens is the part of completion_tokens the reasoning split counted."""
     prompt = sum(s.prompt_tokens for s in stats)
     completion = sum(s.completion_tokens for s in stats)
     return {
@@ -184,6 +185,7 @@ def usage(stats: list[GenerationStats]) -> dict[str, Any]:
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": sum(s.cached_prompt_tokens for s in stats)},
+        "completion_tokens_details": {"reasoning_tokens": sum(s.reasoning_tokens for s in stats)},
     }
 
 

@@ -236,13 +236,13 @@ def output_items(text: str, calls: list[ToolCall], reasoning: str, reason: Finis
 
 
 def usage(stats: GenerationStats) -> dict[str, Any]:
-    """OpenAI's input_tokens counts the whole prompt; cached_tokens is the part read from the prefix cache. The
-    engine does not count reasoning tokens apart, so reasoning_tokens is 0 (docs/responses.md)."""
+    """OpenAI's input_tokens counts the whole prompt; cached_tokens is the part read from the prefix cache;
+    reasoning_tokens is the part of output_tokens the reasoning split counted (docs/reasoning.md)."""
     return {
         "input_tokens": stats.prompt_tokens,
         "input_tokens_details": {"cached_tokens": stats.cached_prompt_tokens, "cache_write_tokens": 0},
         "output_tokens": stats.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
+        "output_tokens_details": {"reasoning_tokens": stats.reasoning_tokens},
         "total_tokens": stats.prompt_tokens + stats.completion_tokens,
     }
 

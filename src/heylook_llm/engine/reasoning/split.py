@@ -35,6 +35,10 @@ class TagSplitter:
         self._lead = True
         """No non-space character of the current section has been sent yet."""
 
+    @property
+    def in_reasoning(self) -> bool:
+        return self._state == "reasoning"
+
     def begin(self, opened: bool) -> None:
         """Called before the first piece: the prompt opened the reasoning, so the output starts inside it."""
         if opened and self._state == "before" and not self._buffer:
@@ -107,6 +111,10 @@ class HarmonySplitter:
     def __init__(self) -> None:
         self._state = "head"  # head (a message may start), analysis (its body), other (passing on)
         self._buffer = ""
+
+    @property
+    def in_reasoning(self) -> bool:
+        return self._state == "analysis"
 
     def begin(self, opened: bool) -> None:
         if opened and not self._buffer:

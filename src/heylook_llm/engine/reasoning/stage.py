@@ -95,18 +95,55 @@ class ReasoningOutputParser:
         self._splitter: TagSplitter | HarmonySplitter = HarmonySplitter() if fmt is HARMONY else TagSplitter(fmt)
         self._after = after
         self._started = False
+        self._reasoning_tokens = 0
 
     def parse(self, chunk: GenerationChunk) -> GenerationChunk:
         if not self._started:
             self._started = True
             self._splitter.begin(chunk.reasoning_open)
-        reasoning, content = self._splitter.feed(chunk.text)
+        pieces = chunk.pieces
+        if not pieces or sum(size for size, _ in pieces) != len(chunk.text):
+            pieces = [(len(chunk.text), chunk.token_count)]
+        reasoning, content, at = "", "", 0
+        for size, tokens in pieces:
+            # Piece by piece, as the backend produced them: a merged chunk counts the same as its parts.
+            raw = chunk.text[at : at + size]
+            at += size
+            was_reasoning = self._splitter.in_reasoning
+            piece_reasoning, piece_content = self._splitter.feed(raw)
+            self._reasoning_tokens += reasoning_share(
+                tokens, raw, piece_reasoning, piece_content, was_reasoning, self._splitter.in_reasoning
+            )
+            reasoning += piece_reasoning
+            content += piece_content
         if chunk.finish_reason is not None:
             more_reasoning, more_content = self._splitter.finish()
             reasoning, content = reasoning + more_reasoning, content + more_content
         chunk.reasoning += reasoning
         chunk.text = content
+        chunk.pieces = []
+        if chunk.finish_reason is not None and chunk.stats is not None:
+            # An end-of-sequence token is in a chunk's count but not in completion_tokens.
+            chunk.stats.reasoning_tokens = min(self._reasoning_tokens, chunk.stats.completion_tokens)
         return self._after.parse(chunk)
+
+
+def reasoning_share(
+    tokens: int, raw: str, reasoning: str, content: str, was_reasoning: bool, is_reasoning: bool
+) -> int:
+    """How many of a piece's `tokens` went to the reasoning section (its markers included). A piece wholly inside
+    it counts whole; one of several tokens that crosses a marker (a backend that emits several tokens at once) is
+    divided by characters: what did not come out as answer text (`content`) was reasoning."""
+    if tokens <= 0:
+        return 0
+    if was_reasoning and is_reasoning:
+        return tokens
+    if not was_reasoning and not is_reasoning and not reasoning:
+        return 0  # answer text, or text held back until it is clear (a marker's beginning)
+    if not raw:
+        return tokens
+    share = round(tokens * (len(raw) - len(content)) / len(raw))
+    return max(1, min(tokens, share))
 
 
 def reasoning_parser(fmt: ReasoningFormat, after: OutputParser | None) -> OutputParser:
