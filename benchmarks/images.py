@@ -1,5 +1,5 @@
 """Image costs: multipart upload vs base64 JSON for batches of 2-megapixel images, and the per-image cost of
-the Pillow and TurboJPEG decode paths.
+the Pillow and TurboJPEG decode paths and of the backends' decode (whole, and reduced for the demo's processor).
 
     .venv/bin/python -m benchmarks.images [--images 1 8] [--runs 3] [--repeats 5] [--output FILE]
 
@@ -33,6 +33,7 @@ from PIL import Image
 
 from heylook_llm.api.images import ResizeOptions, process_image
 from heylook_llm.api.images.codec import load_turbojpeg
+from heylook_llm.backends.image_decode import ShortestEdge, decode_rgb
 from heylook_llm.config.settings import ImageSettings
 
 log = logging.getLogger("benchmarks.images")
@@ -77,6 +78,10 @@ def codec_costs(jpeg: bytes, repeats: int) -> dict[str, float]:
             lambda: process_image(jpeg, "bench", ResizeOptions(quality=85), limits, None), repeats
         ),
         "pipeline_passthrough_ms": per_call_ms(lambda: process_image(jpeg, "bench", ResizeOptions(), limits), repeats),
+        # What the MLX vision backend does with the image before its processor: a full decode for a processor whose
+        # sizing is not worked out, a 1/8 DCT decode for the demo model's CLIP processor (shortest edge 56).
+        "backend_decode_full_ms": per_call_ms(lambda: decode_rgb(jpeg, None), repeats),
+        "backend_decode_demo_clip_ms": per_call_ms(lambda: decode_rgb(jpeg, ShortestEdge(56)), repeats),
     }
     if turbo is not None:
         from turbojpeg import TJPF_RGB

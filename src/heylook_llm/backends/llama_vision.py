@@ -28,7 +28,9 @@ from typing import Any
 import llama_cpp
 from llama_cpp import mtmd_cpp
 
+from heylook_llm.backends.image_decode import ResizeRule, decode_rgb, decode_scale, projector_rule
 from heylook_llm.errors import GenerationFailed, InvalidRequest
+from heylook_llm.gguf_header import GgufError, read_gguf_header
 from heylook_llm.types import ImageData
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,8 @@ class VisionProjector:
         if not mtmd_cpp.mtmd_support_vision(self._ctx):
             self.close()
             raise RuntimeError(f"the projector {path} has no vision encoder (an audio-only projector?)")
+        self._decode_rule = _projector_decode_rule(path)
+        log.info("vision projector %s: JPEGs decoded for %s", path.name, self._decode_rule or "full size")
 
     def close(self) -> None:
         if self._ctx:
@@ -164,8 +168,16 @@ class VisionProjector:
         return _media_prompt(chunks)
 
     def _bitmap(self, image: ImageData, index: int) -> Any:
-        buffer = (ctypes.c_uint8 * len(image.data)).from_buffer_copy(image.data)
-        bitmap = mtmd_cpp.mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(image.data), False)
+        if image.mime_type == "image/jpeg" and decode_scale(self._decode_rule, image.width, image.height) > 1:
+            # A reduced decode (backends/image_decode.py) handed over as RGB pixels, instead of libmtmd's full
+            # decode of the file with stb_image before its own resize to the projector's size.
+            pixels = decode_rgb(image.data, self._decode_rule)
+            raw = pixels.tobytes()
+            buffer = (ctypes.c_uint8 * len(raw)).from_buffer_copy(raw)
+            bitmap = mtmd_cpp.mtmd_bitmap_init(pixels.width, pixels.height, buffer)
+        else:
+            buffer = (ctypes.c_uint8 * len(image.data)).from_buffer_copy(image.data)
+            bitmap = mtmd_cpp.mtmd_helper_bitmap_init_from_buf(self._ctx, buffer, len(image.data), False)
         if not bitmap:
             raise InvalidRequest(f"image {index + 1} of the request could not be read by llama.cpp")
         # The chunks of this image carry the id: it names the image's positions in the prefix cache.
@@ -182,6 +194,16 @@ class VisionProjector:
         if status != 0:
             raise GenerationFailed(f"llama.cpp could not evaluate an image: {_last_error(f'status {status}')}")
         return int(new_n_past.value)
+
+
+def _projector_decode_rule(path: Path) -> ResizeRule | None:
+    try:
+        header = read_gguf_header(path)
+    except GgufError as exc:
+        log.warning("could not read the projector's header (%s); images are decoded whole by libmtmd", exc)
+        return None
+    # Arrays too long to be kept are still named: a projector with image_grid_pinpoints must be seen as one.
+    return projector_rule({**header.metadata, **dict.fromkeys(header.skipped_arrays)})
 
 
 def _position_id(chunk: Any, seen: dict[bytes, int]) -> int:

@@ -11,7 +11,6 @@ from a fresh KV cache (no prefix reuse: image tokens make prefixes rarely equal)
 from __future__ import annotations
 
 import gc
-import io
 import json
 import logging
 import random
@@ -27,6 +26,7 @@ from PIL import Image
 
 from heylook_llm.backends.base import GeneratorBackend
 from heylook_llm.backends.chat_template import ChatTemplate
+from heylook_llm.backends.image_decode import ResizeRule, decode_rgb, processor_rule
 from heylook_llm.backends.mlx_support import (
     TokenDecoder,
     build_logits_processors,
@@ -60,6 +60,7 @@ class MLXVisionBackend(GeneratorBackend):
         self._byte_table: list[bytes] | None = None
         self._eos_ids: frozenset[int] = frozenset()
         self._vocab_size = 0
+        self._decode_rule: ResizeRule | None = None
 
     def load(self) -> None:
         cfg = self.config
@@ -79,6 +80,9 @@ class MLXVisionBackend(GeneratorBackend):
             raise ModelLoadError(self.entry.id, f"mlx-vlm could not load {cfg.model_path}: {exc}") from exc
         tokenizer: Any = getattr(processor, "tokenizer", processor)
         self._model, self._processor = model, processor
+        # JPEGs are decoded only as large as this processor resizes them (backends/image_decode.py).
+        self._decode_rule = processor_rule(getattr(processor, "image_processor", None))
+        log.info("vision model '%s': images decoded for %s", self.entry.id, self._decode_rule or "full size")
         self._vocab_size = model_vocab_size(config, len(tokenizer))
         self._eos_ids = _eos_ids(config, tokenizer)
         self._byte_table = token_byte_table(tokenizer)
@@ -120,9 +124,7 @@ class MLXVisionBackend(GeneratorBackend):
         rendered: list[dict[str, Any]] = []
         for message in request.messages:
             rendered.append({"role": message.role, "content": _content_parts(message)})
-            for image in message.images:
-                with Image.open(io.BytesIO(image.data)) as opened:
-                    images.append(opened.convert("RGB"))
+            images.extend(decode_rgb(image.data, self._decode_rule) for image in message.images)
         text = self._template.render_dicts(rendered, limit=limit)
         limit.check(text)
         return text, images
