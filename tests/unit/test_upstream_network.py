@@ -1,0 +1,213 @@
+"""The upstream client's HTTP layer (engine/upstream/network.py under httpcore) against scripted loopback peers: the
+network behaviours real upstreams show only by chance (a stall, a kept-alive connection closed as it is reused, a
+burst larger than the read buffer), made to happen every time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import orjson
+import pytest
+
+from heylook_llm.engine.upstream import network
+from heylook_llm.engine.upstream.client import Timeouts, UpstreamClient, UpstreamUnavailable
+from heylook_llm.engine.upstream.replicas import Replica
+from heylook_llm.types import ChatMessage, FinishReason, GenerationChunk, GenerationRequest, SamplingParams
+
+pytestmark = pytest.mark.unit
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+def _request() -> GenerationRequest:
+    return GenerationRequest("m", SamplingParams(max_tokens=8), messages=[ChatMessage("user", "Hello.")])
+
+
+async def _read_request(reader: asyncio.StreamReader) -> bytes:
+    """One HTTP/1.1 request (headers and its Content-Length body); b"" when the peer closed first."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    return head + await reader.readexactly(length)
+
+
+def _events(texts: list[str]) -> list[bytes]:
+    events = [
+        b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}]}) + b"\n\n"
+        for t in texts
+    ]
+    events.append(b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}\n\n')
+    usage = {"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": len(texts)}}
+    events.append(b"data: " + orjson.dumps(usage) + b"\n\ndata: [DONE]\n\n")
+    return events
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+async def _answer(writer: asyncio.StreamWriter, events: list[bytes], pause: float = 0.0) -> None:
+    writer.write(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+        b"Keep-Alive: timeout=5, max=100\r\n\r\n"
+    )
+    for event in events:
+        writer.write(_chunk(event))
+        if pause:
+            await writer.drain()
+            await asyncio.sleep(pause)
+    writer.write(b"0\r\n\r\n")
+    await writer.drain()
+
+
+async def _serve(handler: Handler) -> AsyncIterator[str]:
+    connections = 0
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            await handler(reader, writer, connections)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.close()
+
+
+async def _generate(client: UpstreamClient, base_url: str, timeouts: Timeouts | None = None) -> list[GenerationChunk]:
+    replica = Replica(0, base_url, "m", None)
+    return [c async for c in client.stream("openai", replica, _request(), timeouts or Timeouts(5.0, 10.0))]
+
+
+async def test_events_arrive_whole_however_the_network_splits_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [f"t{i} " for i in range(3000)]  # about 250 KB of events: many reads, and reads that split events
+    # Low marks, so that the burst below stops and restarts the socket's reading many times.
+    monkeypatch.setattr(network, "_PAUSE_AT", 4096)
+    monkeypatch.setattr(network, "_RESUME_AT", 1024)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        await _read_request(reader)
+        events = _events(texts)
+        # The first events one by one, the rest in one write larger than the reader's pause threshold.
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for event in events[:5]:
+            writer.write(_chunk(event[:7]))
+            await writer.drain()
+            writer.write(_chunk(event[7:]))
+            await writer.drain()
+            await asyncio.sleep(0.005)
+        writer.write(b"".join(_chunk(e) for e in events[5:]) + b"0\r\n\r\n")
+        await writer.drain()
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            chunks = await _generate(client, base_url)
+    finally:
+        await client.close()
+    assert "".join(c.text for c in chunks) == "".join(texts)
+    last = chunks[-1]
+    assert last.finish_reason is FinishReason.LENGTH
+    assert last.stats is not None and last.stats.completion_tokens == len(texts)
+
+
+async def test_a_silent_upstream_times_out_at_the_read_timeout() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(30)
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            started = time.monotonic()
+            with pytest.raises(UpstreamUnavailable, match="timed out"):
+                await _generate(client, base_url, Timeouts(5.0, 0.3))
+            assert 0.25 <= time.monotonic() - started < 5.0
+    finally:
+        await client.close()
+
+
+async def test_a_stall_mid_stream_times_out_too() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(_chunk(_events(["first"])[0]))
+        await writer.drain()
+        await asyncio.sleep(30)
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            stream = client.stream("openai", Replica(0, base_url, "m", None), _request(), Timeouts(5.0, 0.3))
+            assert (await anext(stream)).text == "first"
+            with pytest.raises(UpstreamUnavailable, match="failed while answering: it timed out"):
+                await anext(stream)
+    finally:
+        await client.close()
+
+
+async def test_a_refused_connection_is_reported_as_such() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        return None
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            closed = base_url
+        # The server is closed now: nothing listens on its port.
+        with pytest.raises(UpstreamUnavailable, match="cannot be reached: the connection failed"):
+            await _generate(client, closed)
+    finally:
+        await client.close()
+
+
+async def test_a_kept_alive_connection_closed_as_it_is_reused_is_retried_on_a_new_one() -> None:
+    """llama-server's behaviour made certain: it says keep-alive, then closes the connection after a streamed answer;
+    a request sent on it before the close arrives gets no answer, and must go again on a new connection."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(reader)
+        await _answer(writer, _events([f"c{n}"]))
+        if n == 1:
+            await _read_request(reader)  # the second request, on the kept-alive connection: closed unanswered
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            first = await _generate(client, base_url)
+            second = await _generate(client, base_url)
+    finally:
+        await client.close()
+    assert first[0].text == "c1"
+    assert second[0].text == "c2"  # answered on a second connection
+
+
+async def test_a_connection_cut_mid_stream_is_an_upstream_failure() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(_chunk(_events(["first"])[0]))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            stream = client.stream("openai", Replica(0, base_url, "m", None), _request(), Timeouts(5.0, 10.0))
+            assert (await anext(stream)).text == "first"
+            with pytest.raises(UpstreamUnavailable, match="failed while answering: the connection was closed"):
+                await anext(stream)
+    finally:
+        await client.close()
