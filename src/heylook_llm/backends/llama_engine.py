@@ -27,7 +27,7 @@ import numpy as np
 from heylook_llm.backends.constrained import TokenMask
 from heylook_llm.backends.llama_native import free_native, init_backend, native_errors, native_reason
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
-from heylook_llm.backends.llama_sampling import build_sampler_chain
+from heylook_llm.backends.llama_sampling import GreedyPick, build_sampler_chain, greedy_pick
 from heylook_llm.backends.llama_slots import STREAM_COPY_BYTES_PER_SECOND, Slot, SlotTable
 from heylook_llm.backends.llama_speculative import (
     DraftModel,
@@ -106,6 +106,8 @@ class Sequence:
     """The prompt ends inside the reasoning section: said on the first chunk."""
     drafting: SequenceDrafting | None = None
     """Speculative decoding's drafts and counts (llama_speculative.py); None when the sequence does not speculate."""
+    greedy: GreedyPick | None = None
+    """Greedy sampling without the sampler chain (`sampler` is then None); None when the chain samples."""
 
 
 class LlamaEngine:
@@ -377,8 +379,9 @@ class LlamaEngine:
             # The first sample needs logits of a text token; chat templates always end with text.
             raise InvalidRequest("the prompt must end with text after its last image")
         slots = self._slot_table
+        greedy = greedy_pick(self.n_vocab, params)
+        sampler = build_sampler_chain(self.n_vocab, params, prompt) if greedy is None else None
         slot, reuse = slots.claim(prompt)
-        sampler = build_sampler_chain(self.n_vocab, params, prompt)
         # At least the last prompt token is evaluated again, to get logits for the first sample.
         reuse = min(reuse, len(prompt) - 1)
         if media is not None:
@@ -407,6 +410,7 @@ class LlamaEngine:
             logprobs=logprobs,
             gate=gate,
             reasoning_open=reasoning_open,
+            greedy=greedy,
         )
         if self._speculator is not None:
             seq.drafting = self._speculator.attach(seq)
@@ -531,14 +535,16 @@ class LlamaEngine:
         forced = gate.forced_token() if gate is not None else None
         constrained = seq.mask is not None and not (gate is not None and gate.defers_constraint)
         raw: Distribution | None = None
-        # The logits are read back only when something needs them: the default path stays in C.
-        if constrained or forced is not None or seq.logprobs is not None:
+        logits: np.ndarray[Any, np.dtype[np.float32]] | None = None
+        # The logits are read back only when something needs them: the sampler chain's path stays in C.
+        if constrained or forced is not None or seq.logprobs is not None or seq.greedy is not None:
             pointer = llama_cpp.llama_get_logits_ith(self._ctx, seq.logits_index)
             logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
             if seq.logprobs is not None:
-                # Before any mask: the model's own distribution (backends/logprobs.py); a copy only when the mask
-                # or a forced token will write into llama.cpp's buffer.
-                raw = Distribution(logits.copy() if constrained or forced is not None else logits)
+                # Before any mask: the model's own distribution (backends/logprobs.py); a copy only when the mask,
+                # a forced token or the greedy pick's logit bias will write into llama.cpp's buffer.
+                writes = constrained or forced is not None or (seq.greedy is not None and seq.greedy.tokens is not None)
+                raw = Distribution(logits.copy() if writes else logits)
             if constrained:
                 assert seq.mask is not None
                 seq.mask.apply(logits)
@@ -546,7 +552,10 @@ class LlamaEngine:
                 # Closing the reasoning: the forced token is the only one the sampler chain can pick.
                 logits[:] = -np.inf
                 logits[forced] = 0.0
-        token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.logits_index))
+        if seq.greedy is not None and logits is not None:
+            token = seq.greedy.pick(logits)
+        else:
+            token = int(llama_cpp.llama_sampler_sample(seq.sampler, self._ctx, seq.logits_index))
         if not seq.output and seq.first_token_at == 0.0:
             seq.first_token_at = time.perf_counter()
         if token in self.eog_ids:

@@ -3,12 +3,59 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Any
 
 import llama_cpp
+import numpy as np
 
 from heylook_llm.errors import InvalidRequest
 from heylook_llm.types import SamplingParams
+
+
+@dataclass(frozen=True, slots=True)
+class GreedyPick:
+    """Greedy sampling read straight from llama.cpp's logits row: the logit bias added in place, then the first
+    largest logit, as llama.cpp's logit-bias and greedy samplers pick it. llama_sampler_sample first copies the
+    whole vocabulary into a fresh candidate array (a page-faulting allocation for a large vocabulary) on every
+    call; for a greedy request without penalties that is all it would do, so this skips it."""
+
+    tokens: np.ndarray[Any, np.dtype[np.int64]] | None
+    biases: np.ndarray[Any, np.dtype[np.float32]] | None
+
+    def pick(self, logits: np.ndarray[Any, np.dtype[np.float32]]) -> int:
+        if self.tokens is not None and self.biases is not None:
+            logits[self.tokens] += self.biases
+        return int(logits.argmax())
+
+
+def greedy_pick(n_vocab: int, params: SamplingParams) -> GreedyPick | None:
+    """A `GreedyPick` for a greedy request without repetition penalties (which keep history in their sampler);
+    None when the request needs the sampler chain."""
+    if not params.greedy or params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
+        return None
+    if not params.logit_bias:
+        return GreedyPick(None, None)
+    summed: dict[int, float] = {}
+    for token, value in params.logit_bias:
+        _check_bias_token(token, n_vocab)
+        summed[token] = summed.get(token, 0.0) + _bias_value(value)
+    return GreedyPick(
+        np.fromiter(summed.keys(), dtype=np.int64, count=len(summed)),
+        np.fromiter(summed.values(), dtype=np.float32, count=len(summed)),
+    )
+
+
+def _check_bias_token(token: int, n_vocab: int) -> None:
+    if not 0 <= token < n_vocab:
+        raise InvalidRequest(
+            f"logit_bias token id {token} is outside the vocabulary (0..{n_vocab - 1})", param="logit_bias"
+        )
+
+
+def _bias_value(value: float) -> float:
+    # OpenAI's -100 bans a token: -inf keeps it out whatever the later samplers do.
+    return float("-inf") if value <= -100 else value
 
 
 def build_sampler_chain(n_vocab: int, params: SamplingParams, prompt: list[int]) -> Any:
@@ -23,15 +70,13 @@ def build_sampler_chain(n_vocab: int, params: SamplingParams, prompt: list[int])
     if params.logit_bias:
         biases = (llama_cpp.llama_logit_bias * len(params.logit_bias))()
         for i, (token, value) in enumerate(params.logit_bias):
-            if not 0 <= token < n_vocab:
+            try:
+                _check_bias_token(token, n_vocab)
+            except InvalidRequest:
                 llama_cpp.llama_sampler_free(chain)
-                raise InvalidRequest(
-                    f"logit_bias token id {token} is outside the vocabulary (0..{n_vocab - 1})",
-                    param="logit_bias",
-                )
+                raise
             biases[i].token = token  # type: ignore[assignment]
-            # OpenAI's -100 bans a token: -inf keeps it out whatever the later samplers do.
-            biases[i].bias = float("-inf") if value <= -100 else value
+            biases[i].bias = _bias_value(value)
         add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(params.logit_bias), biases))
     if params.repeat_penalty != 1.0 or params.frequency_penalty or params.presence_penalty:
         penalties = llama_cpp.llama_sampler_init_penalties(
