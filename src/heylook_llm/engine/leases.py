@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,13 +24,30 @@ class LeaseOwner(Protocol):
     def release_model(self, model: LoadedModel) -> None: ...
 
 
+_KEYS_REMEMBERED = 512
+_keys: OrderedDict[int, tuple[ModelEntry, str]] = OrderedDict()
+"""weights_key's recent answers by entry identity. Each holds its entry, so that an id is not reused while it is
+remembered; entries are not changed once parsed (an edit replaces the registry), so an answer stays right."""
+
+
 def weights_key(entry: ModelEntry) -> str:
-    """What one loaded copy is shared by: `load_key()` without llama.cpp's n_ctx, which a request may raise."""
+    """What one loaded copy is shared by: `load_key()` without llama.cpp's n_ctx, which a request may raise.
+
+    Asked several times per request; dumping the config each time was a tenth of the event loop's time per request
+    on a small model, so answers are remembered per entry object."""
+    known = _keys.get(id(entry))
+    if known is not None and known[0] is entry:
+        return known[1]
     cfg = entry.config
     if not isinstance(cfg, LlamaCppConfig):
-        return entry.load_key()
-    fields = cfg.model_dump(mode="json", exclude={*SAMPLING_CONFIG_FIELDS, "n_ctx"})
-    return json.dumps({"provider": entry.provider, **fields}, sort_keys=True)
+        key = entry.load_key()
+    else:
+        fields = cfg.model_dump(mode="json", exclude={*SAMPLING_CONFIG_FIELDS, "n_ctx"})
+        key = json.dumps({"provider": entry.provider, **fields}, sort_keys=True)
+    _keys[id(entry)] = (entry, key)
+    if len(_keys) > _KEYS_REMEMBERED:
+        _keys.popitem(last=False)
+    return key
 
 
 def context_of(entry: ModelEntry) -> int | None:

@@ -177,9 +177,18 @@ class ModelRouter:
         assert isinstance(entry.config, LlamaCppConfig)
         return entry.model_copy(update={"config": entry.config.model_copy(update={"n_ctx": loaded})})
 
+    @property
+    def registry(self) -> Registry:
+        return self._registry
+
+    @registry.setter
+    def registry(self, registry: Registry) -> None:
+        self._registry = registry
+        self._pinned_keys = frozenset(weights_key(e) for e in registry.enabled() if e.pin)
+
     def _pin_of(self, key: str) -> bool:
         """Whether the weights `key` are pinned: by any enabled entry sharing them (aliases, variants)."""
-        return any(e.pin for e in self.registry.enabled() if weights_key(e) == key)
+        return key in self._pinned_keys
 
     def _keep_alive_for(self, entry: ModelEntry, requested: float | None) -> float:
         """Pinned: for ever. Else the request's keep-alive, the model's default, the server's default."""
