@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from heylook_llm.backends.llama_engine import LlamaEngine, Sequence
+from heylook_llm.backends.llama_engine import CPU_PREFILL_GROUP_TOKENS, LlamaEngine, Sequence
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
 from heylook_llm.backends.llama_slots import MIN_BORROWED_TOKENS
 from heylook_llm.types import GenerationChunk, SamplingParams
@@ -193,3 +193,20 @@ def test_a_new_conversation_keeps_the_old_one_cached_and_still_reuses_the_shared
     follow = final1.context_tokens + engine.tokenize(turn.format("and?"), add_bos=False, special=True)
     _, final3 = _run(engine, [engine.open(follow, greedy, None, False)])[0]
     assert final3.stats is not None and final3.stats.cached_prompt_tokens >= len(final1.context_tokens) - 1
+
+
+def test_prompts_that_arrive_together_are_read_a_few_at_a_time_on_cpu(demo_dir: Path) -> None:
+    eng = LlamaEngine(EngineOptions(demo_dir / "demo-gguf.gguf", 512, 3, 512, 2, 0, use_mmap=True, prefix_cache=True))
+    eng.load()
+    try:
+        prompts = [eng.tokenize(f"{i} " + "word " * 80, add_bos=False, special=False) for i in range(3)]
+        assert all(len(p) > CPU_PREFILL_GROUP_TOKENS for p in prompts)
+        greedy = SamplingParams(temperature=0, max_tokens=8)
+        seqs = [eng.open(p, greedy, None, False) for p in prompts]
+        firsts = [[chunk is not None for chunk in eng.step(seqs)] for _ in range(3)]
+        # One long prompt per step: the first request's first token comes after its own prompt only.
+        assert firsts == [[True, False, False], [True, True, False], [True, True, True]]
+        rest = _run(eng, seqs)
+        assert all(final.stats is not None and final.stats.completion_tokens == 8 for _, final in rest)
+    finally:
+        eng.unload()
