@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 from openai import OpenAI
 
-from heylook_llm.backends.llama_engine import CPU_PREFILL_GROUP_TOKENS, LlamaEngine, Sequence
+from heylook_llm.backends.llama_engine import CPU_PREFILL_GROUP_TOKENS, LlamaEngine
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
+from heylook_llm.backends.llama_sequence import Sequence
 from heylook_llm.backends.llama_slots import MIN_BORROWED_TOKENS
 from heylook_llm.types import GenerationChunk, SamplingParams
 from tests.conftest import start_server

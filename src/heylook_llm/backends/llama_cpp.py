@@ -19,10 +19,11 @@ from llguidance.llamacpp import lltokenizer_from_vocab
 from heylook_llm.backends.base import Backend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.constrained import GrammarCache, TokenMask, grammar_text
-from heylook_llm.backends.llama_engine import LlamaEngine, Sequence
+from heylook_llm.backends.llama_engine import LlamaEngine
 from heylook_llm.backends.llama_native import native_errors, native_reason
 from heylook_llm.backends.llama_options import EngineOptions
 from heylook_llm.backends.llama_rank import LlamaRanker, RankerOptions, check_pair_lengths
+from heylook_llm.backends.llama_sequence import Sequence
 from heylook_llm.backends.llama_speculative import speculation_options
 from heylook_llm.backends.reasoning_gate import ReasoningGate, prompt_opens_reasoning
 from heylook_llm.backends.tokens import PromptLimit, checked_context

@@ -15,10 +15,8 @@ All methods run on the model's worker thread.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
@@ -27,18 +25,19 @@ import numpy as np
 from heylook_llm.backends.constrained import TokenMask
 from heylook_llm.backends.llama_native import free_native, init_backend, native_errors, native_reason
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
-from heylook_llm.backends.llama_sampling import GreedyPick, build_sampler_chain, greedy_pick
+from heylook_llm.backends.llama_sampling import build_sampler_chain, greedy_pick
+from heylook_llm.backends.llama_sequence import Sequence
 from heylook_llm.backends.llama_slots import STREAM_COPY_BYTES_PER_SECOND, Slot, SlotTable
 from heylook_llm.backends.llama_speculative import (
     DraftModel,
-    SequenceDrafting,
     SpeculationOptions,
     Speculator,
     load_speculator,
 )
+from heylook_llm.backends.llama_vocab import LlamaVocabulary
 from heylook_llm.backends.logprobs import Distribution, describe
 from heylook_llm.backends.reasoning_gate import ReasoningGate
-from heylook_llm.backends.text import StopMatcher, Utf8Assembler
+from heylook_llm.backends.text import StopMatcher
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import FinishReason, GenerationChunk, GenerationStats, SamplingParams
 
@@ -75,47 +74,7 @@ def _progress_callback(opts: EngineOptions) -> Any:
     return llama_cpp.llama_progress_callback(progress)
 
 
-@dataclass(eq=False, slots=True)
-class Sequence:
-    """One request being generated in a slot."""
-
-    slot: Slot
-    prompt: list[int]
-    pending: list[int]
-    """Prompt tokens not yet evaluated."""
-    sampler: Any
-    params: SamplingParams
-    budget: int
-    cached_tokens: int
-    return_tokens: bool
-    assembler: Utf8Assembler = field(default_factory=Utf8Assembler)
-    stops: StopMatcher = field(default_factory=lambda: StopMatcher(()))
-    output: list[int] = field(default_factory=list)
-    next_token: int = -1
-    """The last sampled token, fed to the next decode step."""
-    logits_index: int = -1
-    started: float = field(default_factory=time.perf_counter)
-    first_token_at: float = 0.0
-    done: bool = False
-    media: MediaPrompt | None = None
-    """The images of the prompt still to evaluate (and the chunk list owning them); None for text prompts."""
-    prompt_tokens: int = 0
-    """Prompt size reported to clients: len(prompt), or text plus image embedding tokens."""
-    mask: TokenMask | None = None
-    """The output constraint (JSON schema, grammar, regex), applied to the logits before the sampler chain."""
-    logprobs: int | None = None
-    """Report each token's log probability with this many alternatives; None: not asked (logits are not read)."""
-    gate: ReasoningGate | None = None
-    """The reasoning section (budget, constraint deferred until the answer); None when the request needs neither."""
-    reasoning_open: bool = False
-    """The prompt ends inside the reasoning section: said on the first chunk."""
-    drafting: SequenceDrafting | None = None
-    """Speculative decoding's drafts and counts (llama_speculative.py); None when the sequence does not speculate."""
-    greedy: GreedyPick | None = None
-    """Greedy sampling without the sampler chain (`sampler` is then None); None when the chain samples."""
-
-
-class LlamaEngine:
+class LlamaEngine(LlamaVocabulary):
     def __init__(self, options: EngineOptions, speculation: SpeculationOptions | None = None) -> None:
         self.options = options
         self.speculation = speculation
@@ -260,95 +219,6 @@ class LlamaEngine:
         self._slots = None
         self._pieces.clear()
         self._special_pieces.clear()
-
-    # --- model facts --------------------------------------------------------------------------
-    def metadata(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        buf = ctypes.create_string_buffer(1 << 16)
-        for i in range(int(llama_cpp.llama_model_meta_count(self._model))):
-            n = llama_cpp.llama_model_meta_key_by_index(self._model, i, buf, len(buf))
-            if n < 0:
-                continue
-            key = buf.value.decode("utf-8", "replace")
-            n = llama_cpp.llama_model_meta_val_str_by_index(self._model, i, buf, len(buf))
-            if n >= 0:
-                out[key] = buf.value.decode("utf-8", "replace")
-        return out
-
-    def special_tokens(self) -> dict[str, int]:
-        """Texts of control tokens and of user-defined tokens written like them (`<...>`, `[...]`), as llguidance
-        treats them."""
-        found: dict[str, int] = {}
-        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
-        user = llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
-        for token in range(self.n_vocab):
-            attr = int(llama_cpp.llama_vocab_get_attr(self._vocab, token))
-            if attr & (control | user):
-                text = self.token_text(token)
-                if attr & control or (text.startswith("<") and text.endswith(">")):
-                    found[text] = token
-        return found
-
-    def token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        raw = llama_cpp.llama_vocab_get_text(self._vocab, token)
-        return raw.decode("utf-8", "replace") if raw else ""
-
-    def fim_token(self, which: str) -> int:
-        """The fill-in-the-middle token `pre`, `suf` or `mid`; -1 when the model has none."""
-        getter = {"pre": llama_cpp.llama_vocab_fim_pre, "suf": llama_cpp.llama_vocab_fim_suf}.get(
-            which, llama_cpp.llama_vocab_fim_mid
-        )
-        return int(getter(self._vocab))
-
-    @property
-    def vocab(self) -> Any:
-        """The model's llama_vocab pointer (for tokenizers built on it, such as the grammar engine's)."""
-        return self._vocab
-
-    @property
-    def bos_id(self) -> int:
-        return int(llama_cpp.llama_vocab_bos(self._vocab))
-
-    @property
-    def eos_id(self) -> int:
-        return int(llama_cpp.llama_vocab_eos(self._vocab))
-
-    def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        capacity = len(data) + 8
-        buf = (llama_cpp.llama_token * capacity)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, special)
-        if n < 0:
-            capacity = -n
-            buf = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, special)
-        return list(buf[:n])
-
-    def piece(self, token: int) -> bytes:
-        """The token's bytes in output text (control tokens are empty, as llama.cpp renders them)."""
-        cached = self._pieces.get(token)
-        if cached is None:
-            cached = self._token_to_piece(token, special=False)
-            self._pieces[token] = cached
-        return cached
-
-    def special_piece(self, token: int) -> bytes:
-        """The token's bytes with control tokens as their text (`<|im_end|>`): for markers and logprobs."""
-        cached = self._special_pieces.get(token)
-        if cached is None:
-            cached = self._token_to_piece(token, special=True)
-            self._special_pieces[token] = cached
-        return cached
-
-    def _token_to_piece(self, token: int, *, special: bool) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
 
     def _flash_attn_default(self, opts: EngineOptions) -> bool | None:
         offloaded = opts.n_gpu_layers != 0 and bool(llama_cpp.llama_supports_gpu_offload())

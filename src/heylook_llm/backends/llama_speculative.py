@@ -31,7 +31,7 @@ from heylook_llm.errors import GenerationFailed
 from heylook_llm.types import GenerationChunk
 
 if TYPE_CHECKING:
-    from heylook_llm.backends.llama_engine import Sequence
+    from heylook_llm.backends.llama_sequence import Sequence
 
 log = logging.getLogger(__name__)
 
