@@ -23,6 +23,7 @@ from typing import Any
 import llama_cpp
 
 from heylook_llm.backends.llama_native import free_native, init_backend, native_errors, native_reason
+from heylook_llm.backends.llama_vocab import tokenize_with
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 
 _QUERY = "{query}"
@@ -152,15 +153,7 @@ class LlamaRanker:
     def _tokenize(self, text: str, *, special: bool) -> list[int]:
         if not text:
             return []
-        data = text.encode("utf-8")
-        capacity = len(data) + 8
-        buf = (llama_cpp.llama_token * capacity)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, False, special)
-        if n < 0:
-            capacity = -n
-            buf = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, False, special)
-        return list(buf[:n])
+        return tokenize_with(self._vocab, text, add_bos=False, special=special)
 
     def score(self, pairs: list[list[int]]) -> list[float]:
         """One score per tokenized pair; each pair must fit the context (checked by the caller)."""

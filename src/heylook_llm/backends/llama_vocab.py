@@ -9,6 +9,19 @@ from typing import Any
 import llama_cpp
 
 
+def tokenize_with(vocab: Any, text: str, *, add_bos: bool, special: bool) -> list[int]:
+    """`text`'s token ids in llama.cpp's vocabulary `vocab` (a second call when the first buffer was too small)."""
+    data = text.encode("utf-8")
+    capacity = len(data) + 8
+    buf = (llama_cpp.llama_token * capacity)()
+    n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, capacity, add_bos, special)
+    if n < 0:
+        capacity = -n
+        buf = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(vocab, data, len(data), buf, capacity, add_bos, special)
+    return list(buf[:n])
+
+
 class LlamaVocabulary:
     """The model-facing half of LlamaEngine; the engine's `load` sets these attributes."""
 
@@ -72,15 +85,7 @@ class LlamaVocabulary:
         return int(llama_cpp.llama_vocab_eos(self._vocab))
 
     def tokenize(self, text: str, *, add_bos: bool, special: bool) -> list[int]:
-        data = text.encode("utf-8")
-        capacity = len(data) + 8
-        buf = (llama_cpp.llama_token * capacity)()
-        n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, special)
-        if n < 0:
-            capacity = -n
-            buf = (llama_cpp.llama_token * capacity)()
-            n = llama_cpp.llama_tokenize(self._vocab, data, len(data), buf, capacity, add_bos, special)
-        return list(buf[:n])
+        return tokenize_with(self._vocab, text, add_bos=add_bos, special=special)
 
     def piece(self, token: int) -> bytes:
         """The token's bytes in output text (control tokens are empty, as llama.cpp renders them)."""
