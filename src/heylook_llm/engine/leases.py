@@ -129,3 +129,12 @@ def fits_context(model: LoadedModel, entry: ModelEntry) -> bool:
     """The loaded copy's context holds what `entry` asks for (a larger loaded context serves a smaller request)."""
     wanted, loaded = context_of(entry), model.context
     return wanted is None or loaded is None or wanted <= loaded
+
+
+def with_loaded_context(entry: ModelEntry, model: LoadedModel) -> ModelEntry:
+    """`entry` as the loaded copy runs it: a context raised by a request stays until the model unloads."""
+    loaded, wanted = model.context, context_of(entry)
+    if loaded is None or wanted is None or wanted >= loaded:
+        return entry
+    assert isinstance(entry.config, LlamaCppConfig)
+    return entry.model_copy(update={"config": entry.config.model_copy(update={"n_ctx": loaded})})

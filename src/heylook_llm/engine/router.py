@@ -28,7 +28,7 @@ from heylook_llm.config.durations import format_duration
 from heylook_llm.config.paths import config_paths, without_local_paths
 from heylook_llm.config.registry import LlamaCppConfig, MLXConfig, ModelEntry, Registry
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.engine.leases import Lease, LoadedModel, context_of, fits_context, weights_key
+from heylook_llm.engine.leases import Lease, LoadedModel, context_of, fits_context, weights_key, with_loaded_context
 from heylook_llm.engine.memory import (
     NO_FOOTPRINT,
     Footprint,
@@ -158,24 +158,15 @@ class ModelRouter:
         for model in self._loaded.values():
             current = registry.get(model.entry.id)
             if current is not None and weights_key(current) == model.key:
-                model.entry = self._with_loaded_context(current, model)
+                model.entry = with_loaded_context(current, model)
             elif model.key in keys:
-                model.entry = self._with_loaded_context(keys[model.key], model)
+                model.entry = with_loaded_context(keys[model.key], model)
             else:
                 model.keep_alive = 0.0
             was_pinned, model.pinned = model.pinned, self._pin_of(model.key)
             if was_pinned and not model.pinned and math.isinf(model.keep_alive):
                 model.keep_alive = self._keep_alive_for(model.entry, None)  # the pin's "for ever" ends with it
         self._expiry_changed.set()
-
-    @staticmethod
-    def _with_loaded_context(entry: ModelEntry, model: LoadedModel) -> ModelEntry:
-        """`entry` as the loaded copy runs it: a context raised by a request stays until the model unloads."""
-        loaded, wanted = model.context, context_of(entry)
-        if loaded is None or wanted is None or wanted >= loaded:
-            return entry
-        assert isinstance(entry.config, LlamaCppConfig)
-        return entry.model_copy(update={"config": entry.config.model_copy(update={"n_ctx": loaded})})
 
     @property
     def registry(self) -> Registry:
@@ -294,7 +285,7 @@ class ModelRouter:
         model.in_flight += 1
         model.last_used = time.monotonic()
         model.keep_alive = keep_alive
-        model.entry = self._with_loaded_context(entry, model)
+        model.entry = with_loaded_context(entry, model)
         self._loaded.move_to_end(key)
         return model
 
