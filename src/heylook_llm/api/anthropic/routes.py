@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from heylook_llm.api import limits
 from heylook_llm.api.anthropic import convert, refusals
 from heylook_llm.api.anthropic.dialect import AnthropicRoute, anthropic_stream_error, named_event
 from heylook_llm.api.anthropic.schemas import CountTokensRequest, MessagesRequest, error_schema
 from heylook_llm.api.anthropic.stream import PING, BlockEncoder
-from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.disconnect import StreamedResponse, unless_disconnected
 from heylook_llm.api.framing import OrjsonResponse
 from heylook_llm.api.images import ResizeOptions
 from heylook_llm.api.state import engine_of, field_log_of, images_of
@@ -45,7 +45,7 @@ async def create_message(body: MessagesRequest, request: Request) -> Response:
     # Also while it waits in the model's queue: a client that leaves then is dropped before its prompt is read.
     active = await unless_disconnected(request, engine_of(request).generate(entry, gen))
     if body.stream:
-        return StreamingResponse(_events(gen, active), media_type="text/event-stream")
+        return StreamedResponse(_events(gen, active), media_type="text/event-stream")
     output = await unless_disconnected(request, active.collect())
     reply = convert.message_response(
         gen,

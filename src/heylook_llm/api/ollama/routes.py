@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from heylook_llm.api import limits
-from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.disconnect import StreamedResponse, unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.framing import OrjsonResponse, ndjson_line
 from heylook_llm.api.ollama import convert, refusals
@@ -133,7 +133,7 @@ async def chat(body: ChatRequest, request: Request) -> Response:
                 name, chunk.text, chunk.tool_calls, thinking=chunk.reasoning, logprobs=chunk.logprobs
             )
 
-        return StreamingResponse(_lines(active, piece, final), media_type=NDJSON)
+        return StreamedResponse(_lines(active, piece, final), media_type=NDJSON)
     output = await unless_disconnected(request, active.collect())
     stats = output.stats or GenerationStats()
     seconds = time.perf_counter() - started
@@ -172,7 +172,7 @@ async def generate(body: GenerateRequest, request: Request) -> Response:
         def piece(chunk: GenerationChunk) -> dict[str, Any]:
             return convert.generate_piece(name, chunk.text, thinking=chunk.reasoning, logprobs=chunk.logprobs)
 
-        return StreamingResponse(_lines(active, piece, final), media_type=NDJSON)
+        return StreamedResponse(_lines(active, piece, final), media_type=NDJSON)
     output = await unless_disconnected(request, active.collect())
     reply = convert.generate_final(
         name,

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.disconnect import StreamedResponse, unless_disconnected
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
 from heylook_llm.api.openai import convert
 from heylook_llm.api.openai.dialect import openai_error_payload, openai_stream_error
@@ -40,11 +40,11 @@ async def respond(
     if plan.batch is not None:
         if body.stream:
             events = _batch_events(plan, plan.batch, body.include_timing)
-            return StreamingResponse(events, media_type="text/event-stream")
+            return StreamedResponse(events, media_type="text/event-stream")
         results = await unless_disconnected(request, plan.collect())
         return OrjsonResponse(_batch_body(gen, plan.batch, results, body.return_individual, body.include_timing))
     if body.stream:
-        return StreamingResponse(_choice_events(plan, include_usage), media_type="text/event-stream")
+        return StreamedResponse(_choice_events(plan, include_usage), media_type="text/event-stream")
     results = await unless_disconnected(request, plan.collect())
     for result in results:
         if result.error is not None:

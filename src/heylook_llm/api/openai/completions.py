@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
-from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.disconnect import StreamedResponse, unless_disconnected
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
 from heylook_llm.api.openai import convert
 from heylook_llm.api.openai.dialect import openai_stream_error
@@ -35,7 +35,7 @@ async def respond(
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _events(gens, actives, include_usage, body.echo)
-        return StreamingResponse(events, media_type="text/event-stream")
+        return StreamedResponse(events, media_type="text/event-stream")
     outputs = await unless_disconnected(request, _collect_all(actives))
     choices = [
         convert.completion_choice(

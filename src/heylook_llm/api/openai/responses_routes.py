@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from heylook_llm.api import limits
-from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.disconnect import StreamedResponse, unless_disconnected
 from heylook_llm.api.errors import error_response, status_and_code
 from heylook_llm.api.framing import OrjsonResponse
 from heylook_llm.api.images import ResizeOptions
@@ -120,7 +120,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
     active = await unless_disconnected(request, engine.generate(entry, gen))
     if body.stream:
         events = _events(active, ResponseEvents(build), store if keep else None, conversation)
-        return StreamingResponse(events, media_type="text/event-stream")
+        return StreamedResponse(events, media_type="text/event-stream")
     output = await unless_disconnected(request, active.collect())
     items_out = convert.output_items(output.text, output.calls, output.reasoning, output.finish_reason)
     reply = build(convert.status_of(output.finish_reason), items_out, output.stats or GenerationStats(), None)

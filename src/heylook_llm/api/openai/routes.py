@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from heylook_llm.api import limits
-from heylook_llm.api.disconnect import unless_disconnected
+from heylook_llm.api.disconnect import StreamedResponse, unless_disconnected
 from heylook_llm.api.embedding_vectors import shortened
 from heylook_llm.api.framing import SSE_DONE, OrjsonResponse, sse_event
 from heylook_llm.api.openai import batch, convert, refusals
@@ -108,7 +108,7 @@ async def _chat(body: ChatCompletionRequest, request: Request, uploads: list[Upl
     active = await unless_disconnected(request, engine.generate(entry, gen))
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return StreamingResponse(_chat_events(gen, active, include_usage), media_type="text/event-stream")
+        return StreamedResponse(_chat_events(gen, active, include_usage), media_type="text/event-stream")
     output = await unless_disconnected(request, active.collect())
     reply = convert.chat_response(
         gen,

@@ -24,6 +24,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from heylook_llm import __version__
+from heylook_llm.api.disconnect import StreamedResponse
 from heylook_llm.api.errors import status_and_code
 from heylook_llm.api.framing import OrjsonResponse
 from heylook_llm.api.state import engine_of, stopping
@@ -168,7 +169,7 @@ async def dashboard_stream(
             sent += 1
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+    return StreamedResponse(stream(), media_type="text/event-stream", headers=headers)
 
 
 # --- loading and unloading ----------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ async def load_model(
                 loading.add_done_callback(_retrieve)
 
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamedResponse(events(), media_type="text/event-stream", headers=headers)
 
 
 PROGRESS_INTERVAL_SECONDS = 0.1

@@ -1,10 +1,10 @@
-"""HTTP to upstream servers: streamed generations read line by line (server-sent events or NDJSON) over httpcore
-connection pools (plain HTTP on asyncio directly, see network.py; https on httpcore's own network layer),
-embeddings and health checks over one httpx.AsyncClient, and the upstream's errors as domain errors.
+"""HTTP to upstream servers: streamed generations read line by line (server-sent events or NDJSON) over kept-alive
+HTTP/1.1 connections (http1.py), embeddings and health checks over one httpx.AsyncClient, and the upstream's errors
+as domain errors.
 
-Generations go through httpcore (the transport under httpx) directly: per request and per network read, httpx's
-client layers (URL merging, cookies, redirects, auth, its response stream wrappers and decoders) cost as much CPU as
-the rest of the proxy's upstream leg, and a proxy needs none of them (benchmarks/README.md, "Proxy overhead")."""
+Generations do not go through httpx: per request and per network read, its client layers (URL merging, cookies,
+redirects, auth, stream wrappers and decoders) and h11's pure-Python parsing cost more CPU than the rest of the
+proxy's upstream leg, and a proxy needs none of them (benchmarks/README.md, "Proxy overhead")."""
 
 from __future__ import annotations
 
@@ -14,13 +14,11 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import httpcore
 import httpx
 import orjson
 
 from heylook_llm import __version__
-from heylook_llm.engine.upstream import ollama_wire, openai_wire
-from heylook_llm.engine.upstream.network import AsyncioBackend
+from heylook_llm.engine.upstream import http1, ollama_wire, openai_wire
 from heylook_llm.engine.upstream.replicas import Replica
 from heylook_llm.errors import GenerationFailed, HeylookError, InvalidRequest, LimitExceeded
 from heylook_llm.types import EmbeddingInputs, EmbeddingResult, GenerationChunk, GenerationRequest, GenerationStats
@@ -50,40 +48,24 @@ class Timeouts:
     def httpx(self) -> httpx.Timeout:
         return httpx.Timeout(self.read, connect=self.connect)
 
-    def extensions(self) -> dict[str, Any]:
-        """httpcore's form of the same timeouts (writing and waiting for a pooled connection: the read timeout)."""
-        return {"timeout": {"connect": self.connect, "read": self.read, "write": self.read, "pool": self.read}}
+    def http1(self) -> http1.Timeouts:
+        return http1.Timeouts(self.connect, self.read)
 
 
 def _headers(replica: Replica) -> dict[str, str]:
     return {"Authorization": f"Bearer {replica.api_key}"} if replica.api_key else {}
 
 
-_USER_AGENT = f"heylookllm/{__version__}".encode()
+_USER_AGENT = f"heylookllm/{__version__}"
 
 
-@dataclass(frozen=True, slots=True)
-class _Target:
-    """A generation endpoint's URL and fixed request headers, built once per replica and path. No Accept-Encoding:
-    the stream is read as it arrives, without a decompression step."""
-
-    url: httpcore.URL
-    headers: list[tuple[bytes, bytes]]
-
-    @classmethod
-    def of(cls, replica: Replica, path: str) -> _Target:
-        url = httpcore.URL(replica.base_url + path)
-        host = b"[" + url.host + b"]" if b":" in url.host else url.host  # an IPv6 address
-        port = b"" if url.port is None else b":%d" % url.port
-        headers = [
-            (b"Host", host + port),
-            (b"Accept", b"*/*"),
-            (b"User-Agent", _USER_AGENT),
-            (b"Content-Type", b"application/json"),
-        ]
-        if replica.api_key:
-            headers.append((b"Authorization", f"Bearer {replica.api_key}".encode()))
-        return cls(url, headers)
+def _target(replica: Replica, path: str) -> http1.Target:
+    """A generation endpoint and its fixed request headers. No Accept-Encoding: the stream is read as it arrives,
+    without a decompression step."""
+    headers = [("Accept", "*/*"), ("User-Agent", _USER_AGENT), ("Content-Type", "application/json")]
+    if replica.api_key:
+        headers.append(("Authorization", f"Bearer {replica.api_key}"))
+    return http1.Target.of(replica.base_url + path, "POST", headers)
 
 
 def _error(replica: Replica, status: int, raw: bytes) -> HeylookError:
@@ -117,39 +99,19 @@ class UpstreamClient:
                 trust_env=False,
             )
         )
-        # Generations: the same limits, without environment proxies either (httpcore reads no environment).
-        # Plain-HTTP upstreams on asyncio directly (network.py); https ones on httpcore's own network layer.
-        self.pool = httpcore.AsyncConnectionPool(
-            max_connections=1024,
-            max_keepalive_connections=256,
-            keepalive_expiry=60.0,
-            network_backend=AsyncioBackend(),
-        )
-        self.tls_pool = httpcore.AsyncConnectionPool(
-            max_connections=1024, max_keepalive_connections=256, keepalive_expiry=60.0
-        )
-        self._targets: dict[tuple[str, str, str | None], _Target] = {}
+        # Generations: the same keep-alive limits, without environment proxies either.
+        self.pool = http1.Http1Pool(max_idle_per_origin=256, idle_seconds=60.0)
+        self._targets: dict[tuple[str, str, str | None], http1.Target] = {}
 
     async def close(self) -> None:
         await self.pool.aclose()
-        await self.tls_pool.aclose()
         await self.http.aclose()
 
-    async def _send(self, request: httpcore.Request) -> httpcore.Response:
-        pool = self.pool if request.url.scheme == b"http" else self.tls_pool
-        try:
-            return await pool.handle_async_request(request)
-        except (httpcore.RemoteProtocolError, httpcore.ReadError, httpcore.WriteError):
-            # A kept-alive connection that the server closed as it was reused: llama-server closes the connection
-            # after each streamed answer while its headers say keep-alive, and when its close arrives after the next
-            # request was sent, that request fails with no answer. Sent once more, on a new connection.
-            return await pool.handle_async_request(request)
-
-    def _target(self, replica: Replica, path: str) -> _Target:
+    def _target(self, replica: Replica, path: str) -> http1.Target:
         key = (replica.base_url, path, replica.api_key)
         found = self._targets.get(key)
         if found is None:
-            found = self._targets[key] = _Target.of(replica, path)
+            found = self._targets[key] = _target(replica, path)
         return found
 
     async def stream(
@@ -163,21 +125,12 @@ class UpstreamClient:
         first: float | None = None
         lines = 0
         try:
-            target = self._target(replica, path)
-            content = orjson.dumps(body)
-            http_request = httpcore.Request(
-                b"POST",
-                target.url,
-                headers=[*target.headers, (b"Content-Length", b"%d" % len(content))],
-                content=content,
-                extensions=timeouts.extensions(),
-            )
-            response = await self._send(http_request)
+            response = await self.pool.send(self._target(replica, path), orjson.dumps(body), timeouts.http1())
         except _HTTP_ERRORS as exc:
             raise UpstreamUnavailable(f"the upstream ({replica.name}) cannot be reached: {_reason(exc)}") from exc
         try:
             if response.status >= 400:
-                raise _error(replica, response.status, await response.aread())
+                raise _error(replica, response.status, await response.read())
             async for merged, count in _merged_events(response, decoder):
                 lines += count
                 if merged is not None:
@@ -236,13 +189,13 @@ class UpstreamClient:
 
 
 async def _merged_events(
-    response: httpcore.Response, decoder: _Decoder
+    response: http1.Response, decoder: _Decoder
 ) -> AsyncGenerator[tuple[GenerationChunk | None, int], None]:
     """Each network read's complete lines decoded and merged into one chunk (with the number of lines): when the
     upstream's events come faster than this server forwards them, they go on as fewer, larger chunks instead of
     queueing one by one (every chunk costs a pass through the parser, the dialect's encoder and the socket)."""
     pending = b""
-    async for data in response.aiter_stream():
+    async for data in response.pieces():
         if decoder.done:
             continue  # read to the end, so that the connection goes back to the pool instead of being closed
         pending += data
@@ -264,23 +217,18 @@ async def _merged_events(
         yield decoder.feed(pending.decode("utf-8", "replace")), 1
 
 
-_HTTP_ERRORS = (
-    httpx.HTTPError,
-    httpcore.TimeoutException,
-    httpcore.NetworkError,
-    httpcore.ProtocolError,
-    httpcore.UnsupportedProtocol,
-    httpcore.ProxyError,
-)
-"""What httpx and httpcore raise for a failed exchange (httpcore's errors have no common base class)."""
+_HTTP_ERRORS = (httpx.HTTPError, http1.HttpError)
+"""What httpx and http1 raise for a failed exchange."""
 
 
 def _reason(exc: Exception) -> str:
     """Why an exchange failed, in words (no exception class names or addresses for clients)."""
-    if isinstance(exc, httpx.TimeoutException | httpcore.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | http1.TimedOut):
         return "it timed out"
-    if isinstance(exc, httpx.ConnectError | httpcore.ConnectError):
+    if isinstance(exc, httpx.ConnectError | http1.ConnectFailed):
         return "the connection failed"
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpcore.RemoteProtocolError | httpcore.ReadError):
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | http1.ConnectionClosed):
         return "the connection was closed"
+    if isinstance(exc, http1.ProtocolError):
+        return str(exc)
     return "the HTTP exchange failed"

@@ -1,4 +1,4 @@
-"""The upstream client's HTTP layer (engine/upstream/network.py under httpcore) against scripted loopback peers: the
+"""The upstream client's HTTP layer (engine/upstream/http1.py) against scripted loopback peers: the
 network behaviours real upstreams show only by chance (a stall, a kept-alive connection closed as it is reused, a
 burst larger than the read buffer), made to happen every time."""
 
@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 import pytest
 
-from heylook_llm.engine.upstream import network
+from heylook_llm.engine.upstream import http1
 from heylook_llm.engine.upstream.client import Timeouts, UpstreamClient, UpstreamUnavailable
 from heylook_llm.engine.upstream.replicas import Replica
+from heylook_llm.errors import InvalidRequest
 from heylook_llm.types import ChatMessage, FinishReason, GenerationChunk, GenerationRequest, SamplingParams
 
 pytestmark = pytest.mark.unit
@@ -92,9 +93,8 @@ async def _generate(client: UpstreamClient, base_url: str, timeouts: Timeouts | 
 
 async def test_events_arrive_whole_however_the_network_splits_them(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = [f"t{i} " for i in range(3000)]  # about 250 KB of events: many reads, and reads that split events
-    # Low marks, so that the burst below stops and restarts the socket's reading many times.
-    monkeypatch.setattr(network, "_PAUSE_AT", 4096)
-    monkeypatch.setattr(network, "_RESUME_AT", 1024)
+    # A low mark, so that the burst below stops and restarts the socket's reading many times.
+    monkeypatch.setattr(http1, "_PAUSE_AT", 4096)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
         await _read_request(reader)
@@ -211,3 +211,88 @@ async def test_a_connection_cut_mid_stream_is_an_upstream_failure() -> None:
                 await anext(stream)
     finally:
         await client.close()
+
+
+async def test_a_server_that_keeps_connections_alive_answers_every_request_on_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        for turn in range(3):
+            await _read_request(reader)
+            await _answer(writer, _events([f"c{n}-{turn}"]))
+        await reader.read()
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            texts = [(await _generate(client, base_url))[0].text for _ in range(3)]
+    finally:
+        await client.close()
+    assert texts == ["c1-0", "c1-1", "c1-2"]  # one connection, three answers
+
+
+async def test_an_answer_that_says_close_is_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await _read_request(reader)
+        body = b"".join(_events([f"c{n}"]))
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        await reader.read()  # the client closes it
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            texts = [(await _generate(client, base_url))[0].text for _ in range(2)]
+    finally:
+        await client.close()
+    assert texts == ["c1", "c2"]
+
+
+async def test_an_error_answer_with_a_body_reaches_the_caller_as_the_upstream_said_it() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        await _read_request(reader)
+        body = orjson.dumps({"error": {"message": "context length exceeded", "param": "messages"}})
+        writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        await writer.drain()
+        await reader.read()
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            with pytest.raises(InvalidRequest, match="answered 400: context length exceeded") as caught:
+                await _generate(client, base_url)
+    finally:
+        await client.close()
+    assert caught.value.param == "messages"
+
+
+async def test_an_answer_that_is_not_http_is_a_clear_failure() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        await _read_request(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+        await writer.drain()
+        await reader.read()
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            with pytest.raises(UpstreamUnavailable, match=r"not valid HTTP/1\.1"):
+                await _generate(client, base_url)
+    finally:
+        await client.close()
+
+
+async def test_idle_connections_past_their_expiry_are_not_reused() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        while await _read_request(reader):
+            await _answer(writer, _events([f"c{n}"]))
+
+    client = UpstreamClient()
+    client.pool = http1.Http1Pool(idle_seconds=0.05)
+    try:
+        async for base_url in _serve(handler):
+            first = await _generate(client, base_url)
+            second = await _generate(client, base_url)  # reused: within the expiry
+            await asyncio.sleep(0.1)
+            third = await _generate(client, base_url)
+    finally:
+        await client.close()
+    assert [first[0].text, second[0].text, third[0].text] == ["c1", "c1", "c2"]
