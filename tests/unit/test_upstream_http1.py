@@ -296,3 +296,35 @@ async def test_idle_connections_past_their_expiry_are_not_reused() -> None:
     finally:
         await client.close()
     assert [first[0].text, second[0].text, third[0].text] == ["c1", "c1", "c2"]
+
+
+async def test_a_server_that_closes_after_each_answer_gets_a_spare_connection_opened_in_advance() -> None:
+    """llama-server's way: the connection closed after every streamed answer. The pool connects again as soon as
+    the close arrives, so the next request is sent at once, without a handshake on its path; a spare that the
+    server closes in turn (an idle timeout) is not replaced, or the two would reconnect forever."""
+    opened: list[int] = []
+    idle_closed = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        opened.append(n)
+        if n == 3:
+            await asyncio.sleep(0.05)  # the third connection is a spare: closed as a server's idle timeout would
+            idle_closed.set()
+            return
+        await _read_request(reader)
+        await _answer(writer, _events([f"c{n}"]))
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            first = await _generate(client, base_url)
+            await asyncio.sleep(0.1)
+            assert opened == [1, 2]  # the spare, opened before any second request
+            second = await _generate(client, base_url)
+            await idle_closed.wait()
+            await asyncio.sleep(0.2)
+            assert opened == [1, 2, 3]  # the spare closed unused was not replaced
+    finally:
+        await client.close()
+    assert first[0].text == "c1"
+    assert second[0].text == "c2"

@@ -75,17 +75,19 @@ def create_app(settings: ServerSettings, registry: Registry, backend_factory: Ba
     async def health() -> dict[str, str]:
         return {"status": "ok", "version": __version__}
 
-    app.include_router(server_routes)
-    app.include_router(ui.page_routes)
-    app.include_router(ui.routes)
+    # Routes are matched in order, one by one: the dialects' first, since every generation goes through them. No
+    # dialect path is also a server or web-page path with the same method.
     if settings.api.serves_openai:
         app.include_router(openai_routes)
-        app.include_router(rerank_routes)
         app.include_router(responses_routes)
         app.include_router(anthropic_routes)
+        app.include_router(rerank_routes)
     if settings.api.serves_ollama:
         app.include_router(ollama_routes)
         app.add_middleware(JsonBodyForOllama)
+    app.include_router(server_routes)
+    app.include_router(ui.page_routes)
+    app.include_router(ui.routes)
     install_security(app, settings, app.state.dialects)
     install_openapi(app)
     return app

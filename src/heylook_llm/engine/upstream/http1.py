@@ -16,7 +16,7 @@ import contextlib
 import ssl
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -100,6 +100,10 @@ class _Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.reading_paused = False
         self.idle_since = 0.0
+        self.answered = False
+        """It has carried a whole answer (a spare opened in advance has not)."""
+        self.on_idle_close: Callable[[_Connection], None] | None = None
+        """Set while the connection waits in the pool: called if the server closes it there."""
 
     # --- asyncio.Protocol ------------------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -152,6 +156,9 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
         _wake(self.waiter)
+        hook, self.on_idle_close = self.on_idle_close, None
+        if hook is not None:
+            hook(self)
 
     def usable(self) -> bool:
         return self.lost is None and self.transport is not None and not self.transport.is_closing()
@@ -237,17 +244,36 @@ class Response:
         c = self._connection
         if c.keep_alive() and not c.pieces:
             c.parser = None
+            c.answered = True
             self._pool.release(self._origin, c)
         else:
             c.close()
 
 
+_REPLACE_WITHIN = 1.0
+"""A kept-alive connection that the server closes this soon after its answer is replaced by a new one at once."""
+_SPARE_CONNECT_SECONDS = 10.0
+
+
 class Http1Pool:
+    """Kept-alive connections per origin.
+
+    Some servers close the connection after every streamed answer while their headers say keep-alive (llama-server
+    does). A request would then open a new connection each time, with a TCP handshake (a round trip over a network)
+    before it can be sent, and a burst of requests would be sent together only once all of them are connected.
+    When a connection that carried an answer is closed this way, the pool opens a spare one to the same origin at
+    once, off any request's path. A spare is not replaced when it is closed in turn (a server's idle timeout), and
+    never more spares are open than connections were in use, so a server's connection or thread limits are not
+    exceeded.
+    """
+
     def __init__(self, *, max_idle_per_origin: int = 256, idle_seconds: float = 60.0) -> None:
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._max_idle = max_idle_per_origin
         self._idle_seconds = idle_seconds
         self._ssl: ssl.SSLContext | None = None
+        self._spares: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def send(self, target: Target, body: bytes, timeouts: Timeouts) -> Response:
         """Send one request and wait for its answer's head. A kept-alive connection that the server closed as it
@@ -280,17 +306,40 @@ class Http1Pool:
         oldest_kept = time.monotonic() - self._idle_seconds
         while idle:
             connection = idle.pop()  # the most recently used: the likeliest to be still open
+            connection.on_idle_close = None
             if connection.usable() and connection.idle_since >= oldest_kept:
                 return connection
             connection.close()
         return None
 
     def release(self, origin: Origin, connection: _Connection) -> None:
+        if self._closed:
+            connection.close()
+            return
         idle = self._idle.setdefault(origin, deque())
         connection.idle_since = time.monotonic()
+        connection.on_idle_close = lambda closed: self._closed_while_idle(origin, closed)
         idle.append(connection)
         while len(idle) > self._max_idle:
             idle.popleft().close()
+
+    def _closed_while_idle(self, origin: Origin, connection: _Connection) -> None:
+        idle = self._idle.get(origin)
+        if idle is not None:
+            with contextlib.suppress(ValueError):
+                idle.remove(connection)
+        if self._closed or not connection.answered or time.monotonic() - connection.idle_since > _REPLACE_WITHIN:
+            return
+        task = asyncio.get_running_loop().create_task(self._open_spare(origin))
+        self._spares.add(task)
+        task.add_done_callback(self._spares.discard)
+
+    async def _open_spare(self, origin: Origin) -> None:
+        try:
+            connection = await self._connect(origin, _SPARE_CONNECT_SECONDS)
+        except HttpError:
+            return  # the next request connects (and reports) on its own
+        self.release(origin, connection)
 
     async def _connect(self, origin: Origin, within: float) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -315,8 +364,12 @@ class Http1Pool:
         return self._ssl
 
     async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for connection in idle:
+        self._closed = True
+        for task in list(self._spares):
+            task.cancel()
+        for idle in list(self._idle.values()):
+            for connection in list(idle):
+                connection.on_idle_close = None
                 connection.close()
         self._idle.clear()
         with contextlib.suppress(Exception):
