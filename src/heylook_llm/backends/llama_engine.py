@@ -24,6 +24,7 @@ import numpy as np
 
 from heylook_llm.backends.constrained import TokenMask
 from heylook_llm.backends.llama_native import free_native, init_backend, native_errors, native_reason
+from heylook_llm.backends.llama_native import model_params as native_model_params
 from heylook_llm.backends.llama_options import EngineOptions, default_flash_attn
 from heylook_llm.backends.llama_sampling import build_sampler_chain, greedy_pick
 from heylook_llm.backends.llama_sequence import Sequence
@@ -101,9 +102,7 @@ class LlamaEngine(LlamaVocabulary):
     def load(self) -> None:
         init_backend()
         opts = self.options
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = opts.n_gpu_layers
-        model_params.use_mmap = opts.use_mmap
+        model_params = native_model_params(opts.n_gpu_layers, opts.use_mmap)
         progress = _progress_callback(opts)
         if progress is not None:
             model_params.progress_callback = progress

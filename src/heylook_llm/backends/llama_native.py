@@ -89,3 +89,19 @@ def free_native(batch: Any, ctx: Any, model: Any) -> None:
         llama_cpp.llama_free(ctx)
     if model:
         llama_cpp.llama_model_free(model)
+
+
+def model_params(n_gpu_layers: int, use_mmap: bool) -> Any:
+    """llama.cpp's model parameters with the layers to offload and whether to map the file.
+
+    Newer llama.cpp replaced the `use_mmap` flag with `load_mode`; setting `use_mmap` on those builds' parameters
+    sets an attribute llama.cpp never reads, so `use_mmap: false` would be ignored. Mapping (the default) is
+    llama.cpp's AUTO mode: mapped unless a device cannot use mapped memory."""
+    params = llama_cpp.llama_model_default_params()
+    params.n_gpu_layers = n_gpu_layers
+    fields = {name for name, *_ in params._fields_}
+    if "load_mode" in fields:
+        params.load_mode = llama_cpp.LLAMA_LOAD_MODE_AUTO if use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+    else:
+        params.use_mmap = use_mmap
+    return params

@@ -23,6 +23,7 @@ from typing import Any
 import llama_cpp
 
 from heylook_llm.backends.llama_native import free_native, init_backend, native_errors, native_reason
+from heylook_llm.backends.llama_native import model_params as native_model_params
 from heylook_llm.backends.llama_vocab import tokenize_with
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 
@@ -56,9 +57,7 @@ class LlamaRanker:
     def load(self) -> None:
         init_backend()
         opts = self.options
-        model_params = llama_cpp.llama_model_default_params()
-        model_params.n_gpu_layers = opts.n_gpu_layers
-        model_params.use_mmap = opts.use_mmap
+        model_params = native_model_params(opts.n_gpu_layers, opts.use_mmap)
         with native_errors() as errors:
             self._model = llama_cpp.llama_model_load_from_file(str(opts.model_path).encode(), model_params)
         if not self._model:

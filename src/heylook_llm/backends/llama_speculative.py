@@ -24,6 +24,7 @@ import llama_cpp
 import numpy as np
 
 from heylook_llm.backends.llama_native import free_native, native_errors, native_reason
+from heylook_llm.backends.llama_native import model_params as native_model_params
 from heylook_llm.backends.llama_options import default_flash_attn
 from heylook_llm.backends.tokens import common_prefix
 from heylook_llm.config.registry import LlamaCppConfig
@@ -141,9 +142,7 @@ class DraftModel:
 
     def load(self, target_vocab: Any) -> None:
         """Load the draft model; RuntimeError when it cannot be loaded or its vocabulary is not the model's."""
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = self._n_gpu_layers
-        params.use_mmap = self._use_mmap
+        params = native_model_params(self._n_gpu_layers, self._use_mmap)
         with native_errors() as errors:
             self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), params)
         if not self._model:
