@@ -85,6 +85,8 @@ class StreamedResponse(StreamingResponse):
                 raise
             task.uncancel()
             return
+        except OSError:
+            return  # an ASGI 2.4 server's `send` after the client went away: nothing left to answer
         finally:
             watch.finished = True
             watcher.cancel()
