@@ -14,7 +14,7 @@ import pytest
 from heylook_llm.engine.upstream import http1
 from heylook_llm.engine.upstream.client import Timeouts, UpstreamClient, UpstreamUnavailable
 from heylook_llm.engine.upstream.replicas import Replica
-from heylook_llm.errors import InvalidRequest
+from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.types import ChatMessage, FinishReason, GenerationChunk, GenerationRequest, SamplingParams
 
 pytestmark = pytest.mark.unit
@@ -328,3 +328,22 @@ async def test_a_server_that_closes_after_each_answer_gets_a_spare_connection_op
         await client.close()
     assert first[0].text == "c1"
     assert second[0].text == "c2"
+
+
+def test_request_heads_name_the_host_as_http_wants_it() -> None:
+    target = http1.Target.of("http://[::1]:8000/v1/chat/completions?x=1", "POST", [("Accept", "*/*")])
+    assert target.origin == http1.Origin("http", "::1", 8000)
+    assert target.head == b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: [::1]:8000\r\nAccept: */*\r\n"
+    default_port = http1.Target.of("https://gpu-box/v1/models", "GET", [])
+    assert default_port.origin == http1.Origin("https", "gpu-box", 443)
+    assert default_port.head == b"GET /v1/models HTTP/1.1\r\nHost: gpu-box\r\n"
+
+
+async def test_a_key_that_would_split_the_request_head_is_refused_before_sending() -> None:
+    client = UpstreamClient()
+    try:
+        replica = Replica(0, "http://127.0.0.1:9/v1", "m", "sk-1\r\nX-Injected: yes")
+        with pytest.raises(GenerationFailed, match="settings are invalid: a URL or header value holds a line break"):
+            _ = [c async for c in client.stream("openai", replica, _request(), Timeouts(5.0, 10.0))]
+    finally:
+        await client.close()

@@ -125,7 +125,13 @@ class UpstreamClient:
         first: float | None = None
         lines = 0
         try:
-            response = await self.pool.send(self._target(replica, path), orjson.dumps(body), timeouts.http1())
+            target = self._target(replica, path)
+        except ValueError as exc:
+            raise GenerationFailed(
+                f"the upstream ({replica.name}) cannot be asked: its settings are invalid: {exc}"
+            ) from exc
+        try:
+            response = await self.pool.send(target, orjson.dumps(body), timeouts.http1())
         except _HTTP_ERRORS as exc:
             raise UpstreamUnavailable(f"the upstream ({replica.name}) cannot be reached: {_reason(exc)}") from exc
         try:

@@ -73,7 +73,15 @@ class Target:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         lines = [f"{method} {path} HTTP/1.1", f"Host: {host if default else f'{host}:{port}'}"]
         lines.extend(f"{name}: {value}" for name, value in headers)
-        return cls(Origin(parts.scheme, parts.hostname, port), ("\r\n".join(lines) + "\r\n").encode("latin-1"))
+        if any(c in line for line in lines for c in "\r\n\0"):
+            raise ValueError("a URL or header value holds a line break")  # it would split the request's head
+        try:
+            head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"a URL or header value is not plain ASCII/Latin-1: {exc.object[exc.start : exc.end]!r}"
+            ) from exc
+        return cls(Origin(parts.scheme, parts.hostname, port), head)
 
 
 @dataclass(frozen=True, slots=True)
