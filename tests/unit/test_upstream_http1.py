@@ -347,3 +347,27 @@ async def test_a_key_that_would_split_the_request_head_is_refused_before_sending
             _ = [c async for c in client.stream("openai", replica, _request(), Timeouts(5.0, 10.0))]
     finally:
         await client.close()
+
+
+async def test_connections_this_side_closes_are_not_replaced() -> None:
+    """Only the server's close after an answer opens a spare: idle connections the pool drops itself (over its
+    limit, or at shutdown) are gone for good."""
+    opened: list[int] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        opened.append(n)
+        while await _read_request(reader):
+            await _answer(writer, _events([f"c{n}"]))
+
+    client = UpstreamClient()
+    client.pool = http1.Http1Pool(max_idle_per_origin=1)
+    try:
+        async for base_url in _serve(handler):
+            # Two streams at once: two connections, of which the pool keeps one when both are done.
+            await asyncio.gather(*(_generate(client, base_url) for _ in range(2)))
+            await asyncio.sleep(0.2)
+            assert opened == [1, 2]
+            assert (await _generate(client, base_url))[0].text in ("c1", "c2")  # on the connection kept
+            assert opened == [1, 2]
+    finally:
+        await client.close()

@@ -203,6 +203,8 @@ class _Connection(asyncio.Protocol):
         return self.complete and self.reusable and self.usable()
 
     def close(self) -> None:
+        """Close it from this side (never a reason to open a spare)."""
+        self.on_idle_close = None
         if self.transport is not None:
             self.transport.close()
 
