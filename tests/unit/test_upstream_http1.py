@@ -371,3 +371,19 @@ async def test_connections_this_side_closes_are_not_replaced() -> None:
             assert opened == [1, 2]
     finally:
         await client.close()
+
+
+async def test_an_upstream_that_switches_protocols_is_a_clear_failure() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _n: int) -> None:
+        await _read_request(reader)
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nxx")
+        await writer.drain()
+        await reader.read()
+
+    client = UpstreamClient()
+    try:
+        async for base_url in _serve(handler):
+            with pytest.raises(UpstreamUnavailable, match="answered 101 instead of a response"):
+                await _generate(client, base_url, Timeouts(5.0, 2.0))
+    finally:
+        await client.close()

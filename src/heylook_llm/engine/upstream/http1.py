@@ -128,6 +128,9 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(ProtocolError(f"the upstream's answer is not valid HTTP/1.1 ({exc})"))
             return
+        except httptools.HttpParserUpgrade:
+            self._fail(ProtocolError("the upstream switched protocols"))
+            return
         if self.size >= _PAUSE_AT and not self.reading_paused and self.transport is not None:
             self.reading_paused = True
             self.transport.pause_reading()
@@ -309,6 +312,10 @@ class Http1Pool:
             except BaseException:
                 connection.close()
                 raise
+            if connection.status < 200:
+                # An interim or upgrade answer (we never ask for either): not a response this client can read.
+                connection.close()
+                raise ProtocolError(f"the upstream answered {connection.status} instead of a response")
             return Response(connection, self, target.origin, timeouts.read)
 
     def _take(self, origin: Origin) -> _Connection | None:
