@@ -239,3 +239,20 @@ def test_dialects_put_prepared_images_on_their_messages() -> None:
         and converted.messages[0].images == pics[:1]
         and converted.messages[0].content == "t"
     )
+
+
+async def test_pipeline_passes_unchanged_jpegs_on_and_still_refuses_broken_ones() -> None:
+    """Unchanged JPEGs are checked on the event loop (no worker thread); the checks are process_image's."""
+    pipeline = ImagePipeline(LIMITS)
+    raw = encoded(gradient(40, 30), "JPEG")
+    mixed = [ImageRef("images[0]", data=raw), ImageRef("images[1]", data=encoded(gradient(40, 30), "PNG"))]
+    jpeg, png = await pipeline.prepare("m", True, mixed, ResizeOptions())
+    assert (jpeg.data, jpeg.mime_type, jpeg.width, jpeg.height) == (raw, "image/jpeg", 40, 30)
+    assert (png.mime_type, png.width, png.height) == ("image/png", 40, 30)
+    cut = raw[: len(raw) - 40]  # the end of the scan data and its end marker are gone
+    with pytest.raises(InvalidRequest, match=r"images\[0\]"):
+        await pipeline.prepare("m", True, [ImageRef("images[0]", data=cut)], ResizeOptions())
+    with pytest.raises(LimitExceeded, match="max_image_bytes"):
+        await ImagePipeline(ImageSettings(max_image_bytes=100)).prepare(
+            "m", True, [ImageRef("images[0]", data=raw)], ResizeOptions()
+        )

@@ -166,20 +166,11 @@ def process_image(
     An image that needs no change (a JPEG or PNG of the right size, no quality asked, nothing to flatten) is
     passed on as it came, so that no quality is lost to a second JPEG encoding.
     """
-    if len(raw) > limits.max_image_bytes:
-        raise LimitExceeded(
-            f"{label} is {len(raw)} bytes; the limit is max_image_bytes={limits.max_image_bytes}", param=label
-        )
-    if not raw:
-        raise InvalidRequest(f"{label} is empty", param=label)
-    opened = _open(raw, label, limits)
+    opened = _checked_open(raw, label, limits)
+    unchanged = _unchanged_jpeg(raw, label, opened, options)
+    if unchanged is not None:
+        return unchanged
     source_format = opened.format
-    if _jpeg_as_it_is(opened, options):
-        # The backends decode the image themselves: decoding it here too would only check it, and for a JPEG the
-        # header (read by _open) and an intact end of the scan data are what that check finds.
-        _check_jpeg_end(raw, label)
-        width, height = opened.size
-        return ImageData(raw, "image/jpeg", width, height)
     image, changed = _decode(opened, raw, label, turbo)
     keep_alpha = _has_alpha(image) and options.preserve_alpha
     if _has_alpha(image) and not keep_alpha:
@@ -204,6 +195,33 @@ def process_image(
         image.convert("RGBA").save(buffer, format="PNG", compress_level=3)
         return ImageData(buffer.getvalue(), "image/png", width, height)
     return ImageData(_encode_jpeg(image, options.quality or DEFAULT_JPEG_QUALITY, turbo), "image/jpeg", width, height)
+
+
+def unchanged_jpeg(raw: bytes, label: str, options: ResizeOptions, limits: ImageSettings) -> ImageData | None:
+    """The image as it came when it is a JPEG that goes on unchanged (then only its header and the end of its scan
+    data are read: tens of microseconds); None when it needs `process_image`. Raises what `process_image` would
+    for an image too large, empty or unreadable."""
+    return _unchanged_jpeg(raw, label, _checked_open(raw, label, limits), options)
+
+
+def _checked_open(raw: bytes, label: str, limits: ImageSettings) -> Image.Image:
+    if len(raw) > limits.max_image_bytes:
+        raise LimitExceeded(
+            f"{label} is {len(raw)} bytes; the limit is max_image_bytes={limits.max_image_bytes}", param=label
+        )
+    if not raw:
+        raise InvalidRequest(f"{label} is empty", param=label)
+    return _open(raw, label, limits)
+
+
+def _unchanged_jpeg(raw: bytes, label: str, opened: Image.Image, options: ResizeOptions) -> ImageData | None:
+    if not _jpeg_as_it_is(opened, options):
+        return None
+    # The backends decode the image themselves: decoding it here too would only check it, and for a JPEG the
+    # header (read by _open) and an intact end of the scan data are what that check finds.
+    _check_jpeg_end(raw, label)
+    width, height = opened.size
+    return ImageData(raw, "image/jpeg", width, height)
 
 
 def _encode_jpeg(image: Image.Image, quality: int, turbo: TurboJpegCodec | None) -> bytes:
