@@ -110,3 +110,18 @@ async def test_a_cancellation_from_elsewhere_still_cancels() -> None:
     waiting.cancel()  # a server shutting down, say
     with pytest.raises(asyncio.CancelledError):
         await waiting
+
+
+async def test_work_that_turns_the_cancellation_into_another_error_leaves_the_task_uncancelled() -> None:
+    async def work() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RuntimeError("the backend's own error on the way out") from None
+        return "done"
+
+    _left, receive = _client_leaving_after(0.05)
+    with pytest.raises(RuntimeError, match="on the way out"):
+        await unless_disconnected(Request(SCOPE, receive), work())  # type: ignore[arg-type]
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0

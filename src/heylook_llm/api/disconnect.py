@@ -50,6 +50,15 @@ def _watching(receive: Receive) -> tuple[asyncio.Task[object], asyncio.Task[None
     return task, watcher, watch
 
 
+def _stop_watching(task: asyncio.Task[object], watcher: asyncio.Task[None], watch: _Watch) -> None:
+    watch.finished = True
+    watcher.cancel()
+    if watch.gone:
+        # Take back the cancellation the watcher asked for (also when the work turned it into another error), so
+        # that nothing later in the request's task sees it as cancelled.
+        task.uncancel()
+
+
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     """Await `work`; if the client disconnects first, it is cancelled and GenerationFailed is raised.
 
@@ -62,11 +71,9 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         if not watch.gone:
             raise
-        task.uncancel()
         raise GenerationFailed("the client disconnected") from None
     finally:
-        watch.finished = True
-        watcher.cancel()
+        _stop_watching(task, watcher, watch)
 
 
 class StreamedResponse(StreamingResponse):
@@ -83,12 +90,10 @@ class StreamedResponse(StreamingResponse):
         except asyncio.CancelledError:
             if not watch.gone:
                 raise
-            task.uncancel()
             return
         except OSError:
             return  # an ASGI 2.4 server's `send` after the client went away: nothing left to answer
         finally:
-            watch.finished = True
-            watcher.cancel()
+            _stop_watching(task, watcher, watch)
         if self.background is not None:
             await self.background()
