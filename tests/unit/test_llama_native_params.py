@@ -23,4 +23,3 @@ def test_use_mmap_reaches_the_field_llama_cpp_reads(use_mmap: bool) -> None:
         assert params.load_mode == expected
     else:
         assert params.use_mmap is use_mmap
-
