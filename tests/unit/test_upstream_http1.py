@@ -5,11 +5,13 @@ burst larger than the read buffer), made to happen every time."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 import pytest
+import trustme
 
 from heylook_llm.engine.upstream import http1
 from heylook_llm.engine.upstream.client import Timeouts, UpstreamClient, UpstreamUnavailable
@@ -387,3 +389,41 @@ async def test_an_upstream_that_switches_protocols_is_a_clear_failure() -> None:
                 await _generate(client, base_url, Timeouts(5.0, 2.0))
     finally:
         await client.close()
+
+
+async def test_https_upstreams_are_verified_and_kept_alive() -> None:
+    """https over asyncio's TLS transport: the server's certificate is checked against the pool's roots (here a
+    throwaway authority), the stream arrives, and the connection is kept for the next request."""
+    authority = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    authority.configure_trust(client_tls)
+    opened: list[int] = []
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        opened.append(len(opened) + 1)
+        n = len(opened)
+        try:
+            while await _read_request(reader):
+                await _answer(writer, _events([f"tls{n}"]))
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(on_connection, "127.0.0.1", 0, ssl=server_tls)
+    port = server.sockets[0].getsockname()[1]
+    base_url = f"https://localhost:{port}/v1"
+    trusting, default_roots = UpstreamClient(), UpstreamClient()
+    trusting.pool = http1.Http1Pool(tls=client_tls)
+    try:
+        texts = [(await _generate(trusting, base_url))[0].text for _ in range(2)]
+        # The same server with the default roots: its certificate is not trusted, and that is a connection failure.
+        with pytest.raises(UpstreamUnavailable, match="cannot be reached: the connection failed"):
+            await _generate(default_roots, base_url)
+    finally:
+        await trusting.close()
+        await default_roots.close()
+        server.close()
+    assert texts == ["tls1", "tls1"]

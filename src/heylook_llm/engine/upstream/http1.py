@@ -280,11 +280,14 @@ class Http1Pool:
     exceeded.
     """
 
-    def __init__(self, *, max_idle_per_origin: int = 256, idle_seconds: float = 60.0) -> None:
+    def __init__(
+        self, *, max_idle_per_origin: int = 256, idle_seconds: float = 60.0, tls: ssl.SSLContext | None = None
+    ) -> None:
+        """`tls`: the context for https origins (default: httpx's, with certifi's roots)."""
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._max_idle = max_idle_per_origin
         self._idle_seconds = idle_seconds
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl = tls
         self._spares: set[asyncio.Task[None]] = set()
         self._closed = False
 
