@@ -90,18 +90,16 @@ class LlamaVocabulary:
     def piece(self, token: int) -> bytes:
         """The token's bytes in output text (control tokens are empty, as llama.cpp renders them)."""
         cached = self._pieces.get(token)
-        if cached is None:
-            cached = self._token_to_piece(token, special=False)
-            self._pieces[token] = cached
-        return cached
+        return cached if cached is not None else self._cache_piece(self._pieces, token, special=False)
 
     def special_piece(self, token: int) -> bytes:
         """The token's bytes with control tokens as their text (`<|im_end|>`): for markers and logprobs."""
         cached = self._special_pieces.get(token)
-        if cached is None:
-            cached = self._token_to_piece(token, special=True)
-            self._special_pieces[token] = cached
-        return cached
+        return cached if cached is not None else self._cache_piece(self._special_pieces, token, special=True)
+
+    def _cache_piece(self, cache: dict[int, bytes], token: int, *, special: bool) -> bytes:
+        piece = cache[token] = self._token_to_piece(token, special=special)
+        return piece
 
     def _token_to_piece(self, token: int, *, special: bool) -> bytes:
         buf = ctypes.create_string_buffer(64)

@@ -1,5 +1,5 @@
-"""What the dashboard shows of each model and of the server's memory: built by the engine (`Engine` section
-"dashboard") from the router's state, the backends' facts and the model files, never stored separately."""
+"""What the dashboard shows of each model and of the server's memory: built by `DashboardView`
+(engine/dashboard_view.py) from the router's state, the backends' facts and the model files, never stored separately."""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ class ModelRouter:
         self,
         registry: Registry,
         settings: ServerSettings,
-        backend_factory: BackendFactory = create_backend,
+        backend_factory: BackendFactory | None = None,
         metrics: MetricsRecorder | None = None,
         model_info: ModelInfoReader | None = None,
     ) -> None:
@@ -77,7 +77,7 @@ class ModelRouter:
         self.metrics = metrics if metrics is not None else MetricsRecorder()
         self.metrics.watch_router(self._load_states, lambda: self.budget_bytes)
         self.settings = settings
-        self._backend_factory = backend_factory
+        self._backend_factory = backend_factory or create_backend
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()  # by load key, least recently used first
         self._loading: dict[str, float] = {}  # model id -> wall-clock time its load started
         self._loading_backends: dict[str, Backend] = {}  # model id -> the backend loading now (its progress)

@@ -8,11 +8,7 @@ backends stay behind it: nothing in `api/` touches them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import logging
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,19 +19,11 @@ from heylook_llm.backends.chat_template import check_chat_template
 from heylook_llm.config.registry import UPSTREAM_PROVIDERS, LlamaCppConfig, ModelEntry, Registry, UpstreamConfig
 from heylook_llm.config.registry_store import RegistryStore
 from heylook_llm.config.settings import ServerSettings
-from heylook_llm.engine.activity import LivePoint, RequestRecord
 from heylook_llm.engine.admission import start_generations
 from heylook_llm.engine.backend_probe import BackendImport, BackendProbe
-from heylook_llm.engine.dashboard import (
-    FileFacts,
-    MemoryFigures,
-    ModelState,
-    file_facts,
-    process_resident_bytes,
-    sample_every_second,
-)
+from heylook_llm.engine.dashboard_view import DashboardView
 from heylook_llm.engine.fanout import StartGeneration
-from heylook_llm.engine.features import capability_names, expected_features, shown_features
+from heylook_llm.engine.features import expected_features, shown_features
 from heylook_llm.engine.generation import ActiveGeneration, prepared, start_generation, with_entry_defaults
 from heylook_llm.engine.lifecycle import Lifecycle
 from heylook_llm.engine.memory import NO_FOOTPRINT, Footprint
@@ -98,22 +86,17 @@ class Engine:
         self.settings = settings
         self.metrics = metrics if metrics is not None else MetricsRecorder()
         self._files = model_info if model_info is not None else ModelInfoReader()
-        if backend_factory is None:
-            self._router = ModelRouter(registry, settings, metrics=self.metrics, model_info=self._files)
-        else:
-            self._router = ModelRouter(
-                registry, settings, backend_factory, metrics=self.metrics, model_info=self._files
-            )
+        self._router = ModelRouter(registry, settings, backend_factory, metrics=self.metrics, model_info=self._files)
         self._store = RegistryStore(registry.source) if registry.source is not None else None
         self._catalogue_lock = asyncio.Lock()
         self._backend_probe = BackendProbe()
-        self._file_facts: dict[str, FileFacts | None] = {}
-        self._live_sampler: asyncio.Task[None] | None = None
         self.lifecycle = Lifecycle()
         """Readiness (the start-up model) and the shutdown drain."""
         self._upstreams = Upstreams(self.metrics)
         """Models served by other servers (engine/upstream): outside the router, its LRU and memory budget."""
         self._upstreams.sync(registry.enabled())
+        self.dashboard = DashboardView(self, self._router)
+        """What the web page's dashboard shows (engine/dashboard_view.py)."""
 
     # --- the catalogue -----------------------------------------------------------------------------------
     @property
@@ -183,7 +166,7 @@ class Engine:
         """Start a generation on `entry` (loading it if needed); errors in the request surface here, before any
         output. Close the returned generation when done (it cancels the work if it is still running)."""
         self.lifecycle.refuse_if_shutting_down()
-        self._ensure_live_sampler()
+        self._ensure_background_tasks()
         if entry.upstream is not None:
             return await self._upstreams.generate(entry, request)
         return await start_generation(self._router, entry, request, keep_alive=keep_alive)
@@ -224,7 +207,7 @@ class Engine:
         all_or_nothing: bool,
     ) -> list[ActiveGeneration | HeylookError]:
         self.lifecycle.refuse_if_shutting_down()
-        self._ensure_live_sampler()
+        self._ensure_background_tasks()
         if entry.upstream is not None:
             return await self._upstream_parts(entry, requests, all_or_nothing=all_or_nothing)
         return await start_generations(
@@ -297,7 +280,7 @@ class Engine:
 
     async def load(self, entry: ModelEntry, *, keep_alive: float | None = None) -> None:
         """Load the model (an upstream model is always ready: nothing is loaded here)."""
-        self._ensure_live_sampler()
+        self._ensure_background_tasks()
         if entry.upstream is not None:
             return
         await self._router.load(entry, keep_alive=keep_alive)
@@ -321,7 +304,7 @@ class Engine:
     async def preload(self, model_id: str | None) -> None:
         """Load the start-up model, then every model marked `preload: true`; a failure is logged and the server
         keeps running (not ready when it is the start-up model, see `lifecycle.readiness`)."""
-        self._ensure_live_sampler()
+        self._ensure_background_tasks()
         if model_id is not None:
             await self._load_startup_model(model_id)
         for entry in self.models():
@@ -357,11 +340,7 @@ class Engine:
         )
 
     async def close(self) -> None:
-        if self._live_sampler is not None:
-            self._live_sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._live_sampler
-            self._live_sampler = None
+        await self.dashboard.close()
         await self._upstreams.close()
         await self._router.close()
 
@@ -492,115 +471,10 @@ class Engine:
         template = entry.config.template_override() or (info.chat_template if info is not None else None)
         return shown_features(expected, entry, template)
 
-    # --- dashboard -----------------------------------------------------------------------------------------
-    def model_states(self) -> list[ModelState]:
-        """Every enabled model with what it is doing now (file facts from the last `refresh_file_facts`)."""
-        loading = self._router.loading()
-        figures = self.metrics.models()
-        states = []
-        for entry in self.models():
-            model = self._router.loaded_model(entry.id)
-            load_times = figures[entry.id].load_times if entry.id in figures else None
-            files = self._file_facts.get(entry.id)
-            unloaded = ModelState(
-                model_id=entry.id,
-                provider=entry.provider,
-                backend=self.backend_name(entry),
-                description=entry.description,
-                capabilities=capability_names(self.features(entry)),
-                state="loading" if entry.id in loading else "unloaded",
-                loading_since=loading.get(entry.id),
-                expected_load_seconds=load_times[-1] if load_times else None,
-                context_length=files.context_length if files is not None else None,
-                files=files,
-            )
-            remote = self.upstream_status(entry)
-            if remote is not None:
-                states.append(
-                    dataclasses.replace(unloaded, state="remote", busy=remote.in_flight > 0, running=remote.in_flight)
-                )
-                continue
-            if model is None:
-                states.append(unloaded)
-                continue
-            worker, facts = model.worker, model.worker.backend.facts
-            expires_at = model.expires_at()
-            states.append(
-                dataclasses.replace(
-                    unloaded,
-                    state="loaded",
-                    loading_since=None,
-                    busy=model.in_flight > 0,
-                    queued=max(0, worker.pending - worker.running),
-                    running=worker.running,
-                    max_parallel=worker.backend.max_parallel,
-                    loaded_at=time.time() - (time.perf_counter() - model.loaded_at),
-                    expires_at=expires_at,
-                    unloads_in_seconds=None if expires_at is None else max(0.0, expires_at - time.time()),
-                    kept_loaded=math.isinf(model.keep_alive),
-                    # What the memory budget counts: measured at load (weights, KV cache, buffers).
-                    size_bytes=model.footprint.total_bytes or facts.size_bytes,
-                    accelerator_bytes=model.footprint.accelerator_bytes or facts.accelerator_bytes,
-                    context_length=facts.context_length or None,
-                )
-            )
-        return states
-
-    def memory(self) -> MemoryFigures:
-        loaded = self._router.loaded()
-        return MemoryFigures(
-            loaded_bytes=self._router.used_bytes(),
-            accelerator_bytes=sum(m.footprint.accelerator_bytes for m in loaded),
-            process_resident_bytes=process_resident_bytes(),
-            budget_bytes=self.memory_budget_bytes(),
-        )
-
-    def memory_budget_bytes(self) -> int | None:
-        """The memory the loaded models may use together (models.yaml's memory_budget, else a safe share of what
-        was available at start-up); the dashboard draws its budget bar from it."""
-        return self._router.budget_bytes
-
-    async def refresh_file_facts(self) -> None:
-        """Read (or re-read, when they changed) the files of every enabled model, off the event loop."""
-        for entry in self.models():
-            if entry.upstream is not None:
-                continue
-            try:
-                info = await asyncio.to_thread(self._files.info, self._local_files(entry))
-                self._file_facts[entry.id] = file_facts(info)
-            except (ModelFileError, OSError):
-                self._file_facts[entry.id] = None
-
-    def live_series(self) -> dict[str, list[LivePoint]]:
-        """Per-second figures of each model over the last minutes."""
-        self._ensure_live_sampler()
-        return self.metrics.live.series()
-
-    def latest_live_points(self) -> dict[str, LivePoint]:
-        """The point each model got at the last per-second sample."""
-        return self.metrics.live.latest()
-
-    async def next_live_sample(self) -> None:
-        """Wait for the next per-second sample (a new point for each loaded or active model)."""
-        self._ensure_live_sampler()
-        await self.metrics.live.next_sample()
-
-    def request_history(self, after: int = 0) -> list[RequestRecord]:
-        """The latest generations (at most 100), oldest first; with `after`, only those recorded after it."""
-        return self.metrics.history.after(after)
-
-    def _ensure_live_sampler(self) -> None:
+    def _ensure_background_tasks(self) -> None:
+        """Started by the first request (on the running loop): upstream health checks and the live figures."""
         self._upstreams.ensure_checking()
-        if self._live_sampler is None or self._live_sampler.done():
-            self._live_sampler = asyncio.get_running_loop().create_task(
-                sample_every_second(self._sample_live), name="dashboard-live-figures"
-            )
-
-    def _sample_live(self) -> None:
-        states = [
-            (m.entry.id, max(0, m.worker.pending - m.worker.running), m.worker.running) for m in self._router.loaded()
-        ]
-        self.metrics.live.sample(states)
+        self.dashboard.ensure_sampling()
 
 
 class _ModelStarter:

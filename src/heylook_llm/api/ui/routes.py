@@ -102,12 +102,12 @@ def _snapshot(engine: Engine) -> dict[str, Any]:
         "time": time.time(),
         "version": __version__,
         "uptime_seconds": engine.metrics.uptime_seconds,
-        "models": engine.model_states(),
-        "memory": engine.memory(),
+        "models": engine.dashboard.model_states(),
+        "memory": engine.dashboard.memory(),
         "live_seconds": engine.metrics.live.seconds,
-        "series": engine.live_series(),
+        "series": engine.dashboard.live_series(),
         "history_size": HISTORY_SIZE,
-        "history": engine.request_history(),
+        "history": engine.dashboard.request_history(),
     }
 
 
@@ -122,7 +122,7 @@ async def dashboard(request: Request) -> Response:
     point a second per model over the last `live_seconds` (tokens/s, time to first token, queued, running); and
     the latest `history_size` generations, oldest first."""
     engine = engine_of(request)
-    await engine.refresh_file_facts()
+    await engine.dashboard.refresh_file_facts()
     return OrjsonResponse(_snapshot(engine))
 
 
@@ -142,7 +142,7 @@ async def dashboard_stream(
     models and memory now, the new point of each model (`points`) and the generations that ended since the last
     event (`history`)."""
     engine = engine_of(request)
-    await engine.refresh_file_facts()
+    await engine.dashboard.refresh_file_facts()
     limit = events
 
     async def stream() -> AsyncIterator[bytes]:
@@ -152,17 +152,17 @@ async def dashboard_stream(
         yield _event("snapshot", snapshot)
         sent = 1
         while limit is None or sent < limit:
-            await engine.next_live_sample()
+            await engine.dashboard.next_live_sample()
             if stopping(request):
                 return  # the page reconnects to the next server
-            new = engine.request_history(after=last_sequence)
+            new = engine.dashboard.request_history(after=last_sequence)
             if new:
                 last_sequence = new[-1].sequence
             tick = {
                 "time": time.time(),
-                "models": engine.model_states(),
-                "memory": engine.memory(),
-                "points": engine.latest_live_points(),
+                "models": engine.dashboard.model_states(),
+                "memory": engine.dashboard.memory(),
+                "points": engine.dashboard.latest_live_points(),
                 "history": new,
             }
             yield _event("tick", tick)
@@ -174,7 +174,7 @@ async def dashboard_stream(
 
 # --- loading and unloading ----------------------------------------------------------------------------------
 def _state_of(engine: Engine, model_id: str) -> Any:
-    for state in engine.model_states():
+    for state in engine.dashboard.model_states():
         if state.model_id == model_id:
             return state
     raise ModelNotFound(model_id, [m.id for m in engine.models()])
