@@ -41,15 +41,11 @@ class _Decoder(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Timeouts:
-    connect: float
-    read: float
+class Timeouts(http1.Timeouts):
+    """http1's timeouts, also in httpx's form for embeddings and health checks."""
 
     def httpx(self) -> httpx.Timeout:
         return httpx.Timeout(self.read, connect=self.connect)
-
-    def http1(self) -> http1.Timeouts:
-        return http1.Timeouts(self.connect, self.read)
 
 
 def _headers(replica: Replica) -> dict[str, str]:
@@ -131,7 +127,7 @@ class UpstreamClient:
                 f"the upstream ({replica.name}) cannot be asked: its settings are invalid: {exc}"
             ) from exc
         try:
-            response = await self.pool.send(target, orjson.dumps(body), timeouts.http1())
+            response = await self.pool.send(target, orjson.dumps(body), timeouts)
         except _HTTP_ERRORS as exc:
             raise UpstreamUnavailable(f"the upstream ({replica.name}) cannot be reached: {_reason(exc)}") from exc
         try:
