@@ -165,8 +165,7 @@ def transport_costs(images: list[bytes], repeats: int) -> dict[str, float]:
     }
 
 
-def upload_costs(images: list[bytes], repeats: int, port: int) -> dict[str, float]:
-    model = "demo-vision-mlx"
+def upload_costs(images: list[bytes], repeats: int, port: int, model: str) -> dict[str, float]:
     base = f"http://127.0.0.1:{port}"
     json_payload = _json_body(model, images)
     with httpx.Client(timeout=300) as client:
@@ -217,6 +216,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="requests of each form per run and batch")
     parser.add_argument("--target", type=float, default=1.3, help="the ratio base64 / multipart to reach")
     parser.add_argument("--port", type=int, default=18631)
+    parser.add_argument(
+        "--model",
+        choices=["demo-vision-mlx", "demo-vision-gguf"],
+        default="demo-vision-mlx",
+        help="the demo vision model the uploads go to (mlx-vlm, or llama.cpp with its projector)",
+    )
     parser.add_argument("--skip-codec", action="store_true", help="leave out the decode and resize costs")
     parser.add_argument("--output", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
@@ -237,7 +242,7 @@ def main() -> None:
         server = _start_server(Path(folder) / "models.yaml", args.port)
         try:
             for _ in range(args.runs):
-                runs.append({str(n): upload_costs(images[:n], args.repeats, args.port) for n in args.images})
+                runs.append({str(n): upload_costs(images[:n], args.repeats, args.port, args.model) for n in args.images})
         finally:
             server.terminate()
             server.wait(timeout=30)

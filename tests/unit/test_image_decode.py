@@ -4,6 +4,7 @@ JPEGs made by Pillow and the real transformers processors of each resize shape."
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from heylook_llm.backends.image_decode import (
     ShortestEdge,
     decode_rgb,
     decode_scale,
+    map_images,
     processor_rule,
     projector_rule,
 )
@@ -187,6 +189,31 @@ def test_unreadable_and_truncated_images_are_request_errors(jpeg: bytes) -> None
         decode_rgb(b"not an image at all", ShortestEdge(56))
     with pytest.raises(InvalidRequest, match="damaged or truncated"):
         decode_rgb(jpeg[: len(jpeg) // 2], ShortestEdge(56))
+
+
+# --- several images of one request ---------------------------------------------------------------------------
+
+
+def test_images_of_a_request_decode_on_several_threads_in_order(jpeg: bytes) -> None:
+    seen: set[str] = set()
+
+    def decode(data: bytes) -> Image.Image:
+        seen.add(threading.current_thread().name)
+        return decode_rgb(data, ShortestEdge(56))
+
+    small = photo(320, 200, quality=90)
+    images = map_images(decode, [jpeg, small, jpeg, small])
+    assert [image.size for image in images] == [(204, 153), (320, 200), (204, 153), (320, 200)]
+    assert len(seen) >= 2 and all(name.startswith("image-decode") for name in seen)
+    # One image is decoded where the caller runs: no hand-off to pay for.
+    assert map_images(lambda data: threading.current_thread().name, [jpeg]) == [threading.current_thread().name]
+
+
+def test_a_failed_image_discards_the_others_and_raises_the_first_error(jpeg: bytes) -> None:
+    discarded: list[Image.Image] = []
+    with pytest.raises(InvalidRequest, match="could not be read"):
+        map_images(lambda data: decode_rgb(data, None), [jpeg, b"junk", jpeg[:100], jpeg], discarded.append)
+    assert [image.size for image in discarded] == [(WIDTH, HEIGHT), (WIDTH, HEIGHT)]
 
 
 # --- llama.cpp projectors -------------------------------------------------------------------------------------

@@ -15,15 +15,21 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
+import threading
 import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from heylook_llm.errors import InvalidRequest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 DCT_SCALES = (8, 4, 2)
 """The reductions libjpeg decodes to directly, largest first."""
@@ -214,3 +220,39 @@ def decode_rgb(data: bytes, rule: ResizeRule | None) -> Image.Image:
     except (OSError, ValueError, SyntaxError, IndexError) as exc:
         image.close()
         raise InvalidRequest(f"an image of the request is damaged or truncated: {exc}") from exc
+
+
+_decode_pool: ThreadPoolExecutor | None = None
+_decode_pool_lock = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _decode_pool
+    with _decode_pool_lock:
+        if _decode_pool is None:
+            workers = max(2, min(8, os.cpu_count() or 2))
+            _decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-decode")
+        return _decode_pool
+
+
+def map_images(fn: Callable[[T], R], items: Sequence[T], discard: Callable[[R], None] | None = None) -> list[R]:
+    """`fn` over `items`, results in order. Two or more run at once on a small thread pool: Pillow's JPEG decoder
+    and llama.cpp's image loading release the GIL, so a request's images decode on all cores instead of one
+    after another (8 two-megapixel JPEGs: about half the time on 2 cores). When any call raises, the results of
+    the others are passed to `discard` (native buffers to free) and the first error, in item order, is raised."""
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    futures = [_pool().submit(fn, item) for item in items]
+    results: list[R] = []
+    error: BaseException | None = None
+    for future in futures:
+        try:
+            results.append(future.result())
+        except BaseException as exc:  # collected: every call must finish before the error leaves
+            error = error or exc
+    if error is not None:
+        if discard is not None:
+            for result in results:
+                discard(result)
+        raise error
+    return results

@@ -28,7 +28,7 @@ from typing import Any
 import llama_cpp
 from llama_cpp import mtmd_cpp
 
-from heylook_llm.backends.image_decode import ResizeRule, decode_rgb, decode_scale, projector_rule
+from heylook_llm.backends.image_decode import ResizeRule, decode_rgb, decode_scale, map_images, projector_rule
 from heylook_llm.errors import GenerationFailed, InvalidRequest
 from heylook_llm.gguf_header import GgufError, read_gguf_header
 from heylook_llm.types import ImageData
@@ -142,14 +142,9 @@ class VisionProjector:
 
     def tokenize(self, text: str, images: list[ImageData], *, add_special: bool) -> MediaPrompt:
         """Split `text` at its markers (one per image, in order) into text and image chunks."""
-        bitmaps: list[Any] = []
-        try:
-            for index, image in enumerate(images):
-                bitmaps.append(self._bitmap(image, index))
-        except InvalidRequest:
-            for bitmap in bitmaps:
-                mtmd_cpp.mtmd_bitmap_free(bitmap)
-            raise
+        bitmaps = map_images(
+            lambda pair: self._bitmap(pair[1], pair[0]), list(enumerate(images)), mtmd_cpp.mtmd_bitmap_free
+        )
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:
             data = text.encode("utf-8")

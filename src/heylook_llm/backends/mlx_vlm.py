@@ -26,7 +26,7 @@ from PIL import Image
 
 from heylook_llm.backends.base import GeneratorBackend
 from heylook_llm.backends.chat_template import ChatTemplate
-from heylook_llm.backends.image_decode import ResizeRule, decode_rgb, processor_rule
+from heylook_llm.backends.image_decode import ResizeRule, decode_rgb, map_images, processor_rule
 from heylook_llm.backends.mlx_support import (
     TokenDecoder,
     build_logits_processors,
@@ -120,14 +120,11 @@ class MLXVisionBackend(GeneratorBackend):
             limit.check(request.prompt or "")
             return request.prompt or "", []
         assert self._template is not None
-        images: list[Image.Image] = []
-        rendered: list[dict[str, Any]] = []
-        for message in request.messages:
-            rendered.append({"role": message.role, "content": _content_parts(message)})
-            images.extend(decode_rgb(image.data, self._decode_rule) for image in message.images)
+        rendered = [{"role": message.role, "content": _content_parts(message)} for message in request.messages]
         text = self._template.render_dicts(rendered, limit=limit)
         limit.check(text)
-        return text, images
+        encoded = [image.data for message in request.messages for image in message.images]
+        return text, map_images(lambda data: decode_rgb(data, self._decode_rule), encoded)
 
     def _inputs(self, prompt: str, images: list[Image.Image]) -> dict[str, Any]:
         try:
