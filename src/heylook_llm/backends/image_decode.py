@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -222,6 +222,7 @@ def decode_rgb(data: bytes, rule: ResizeRule | None) -> Image.Image:
         raise InvalidRequest(f"an image of the request is damaged or truncated: {exc}") from exc
 
 
+_POOL_THREADS = 8
 _decode_pool: ThreadPoolExecutor | None = None
 _decode_pool_lock = threading.Lock()
 
@@ -230,29 +231,44 @@ def _pool() -> ThreadPoolExecutor:
     global _decode_pool
     with _decode_pool_lock:
         if _decode_pool is None:
-            workers = max(2, min(8, os.cpu_count() or 2))
-            _decode_pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-decode")
+            _decode_pool = ThreadPoolExecutor(max_workers=_POOL_THREADS, thread_name_prefix="image-decode")
         return _decode_pool
 
 
-def map_images(fn: Callable[[T], R], items: Sequence[T], discard: Callable[[R], None] | None = None) -> list[R]:
-    """`fn` over `items`, results in order. Two or more run at once on a small thread pool: Pillow's JPEG decoder
-    and llama.cpp's image loading release the GIL, so a request's images decode on all cores instead of one
-    after another (8 two-megapixel JPEGs: about half the time on 2 cores). When any call raises, the results of
-    the others are passed to `discard` (native buffers to free) and the first error, in item order, is raised."""
-    if len(items) < 2:
+def map_images(
+    fn: Callable[[T], R], items: Sequence[T], workers: int, discard: Callable[[R], None] | None = None
+) -> list[R]:
+    """`fn` over `items`, results in order, at most `workers` (the server's `decode_threads`) at once.
+
+    Pillow's JPEG decoder and llama.cpp's image loading release the GIL, so a request's images decode on several
+    cores instead of one after another (8 two-megapixel JPEGs: about half the time on 2 cores); a single image is
+    decoded on the caller's thread. When any call raises, the others' results are passed to `discard` (native
+    buffers to free) and the first error, in item order, is raised."""
+    threads = min(workers, len(items), _POOL_THREADS, os.cpu_count() or 1)
+    if threads < 2:
         return [fn(item) for item in items]
-    futures = [_pool().submit(fn, item) for item in items]
-    results: list[R] = []
-    error: BaseException | None = None
-    for future in futures:
-        try:
-            results.append(future.result())
-        except BaseException as exc:  # collected: every call must finish before the error leaves
-            error = error or exc
-    if error is not None:
+    results: list[R | None] = [None] * len(items)
+    errors: dict[int, BaseException] = {}
+    indices = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def drain() -> None:
+        while True:
+            with lock:
+                index = next(indices, None)
+            if index is None:
+                return
+            try:
+                results[index] = fn(items[index])
+            except BaseException as exc:  # kept: every image must finish before an error leaves
+                errors[index] = exc
+
+    for future in [_pool().submit(drain) for _ in range(threads)]:
+        future.result()
+    made = cast(list[R], [result for index, result in enumerate(results) if index not in errors])
+    if errors:
         if discard is not None:
-            for result in results:
+            for result in made:
                 discard(result)
-        raise error
-    return results
+        raise errors[min(errors)]
+    return made

@@ -300,7 +300,8 @@ class LlamaCppBackend(Backend):
         text, add_bos = self._render_chat(
             marked, engine.add_bos and not context, request.tools, request.template_variables
         )
-        media = vision.tokenize(text, [image for m in request.messages for image in m.images], add_special=add_bos)
+        images = [image for m in request.messages for image in m.images]
+        media = vision.tokenize(text, images, add_special=add_bos, workers=self.settings.images.decode_threads)
         media.prepend(context)
         return media
 

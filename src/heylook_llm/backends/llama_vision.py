@@ -140,10 +140,11 @@ class VisionProjector:
             mtmd_cpp.mtmd_free(self._ctx)
             self._ctx = None
 
-    def tokenize(self, text: str, images: list[ImageData], *, add_special: bool) -> MediaPrompt:
-        """Split `text` at its markers (one per image, in order) into text and image chunks."""
+    def tokenize(self, text: str, images: list[ImageData], *, add_special: bool, workers: int) -> MediaPrompt:
+        """Split `text` at its markers (one per image, in order) into text and image chunks; the images are read
+        `workers` at a time."""
         bitmaps = map_images(
-            lambda pair: self._bitmap(pair[1], pair[0]), list(enumerate(images)), mtmd_cpp.mtmd_bitmap_free
+            lambda pair: self._bitmap(pair[1], pair[0]), list(enumerate(images)), workers, mtmd_cpp.mtmd_bitmap_free
         )
         chunks = mtmd_cpp.mtmd_input_chunks_init()
         try:

@@ -124,7 +124,8 @@ class MLXVisionBackend(GeneratorBackend):
         text = self._template.render_dicts(rendered, limit=limit)
         limit.check(text)
         encoded = [image.data for message in request.messages for image in message.images]
-        return text, map_images(lambda data: decode_rgb(data, self._decode_rule), encoded)
+        workers = self.settings.images.decode_threads
+        return text, map_images(lambda data: decode_rgb(data, self._decode_rule), encoded, workers)
 
     def _inputs(self, prompt: str, images: list[Image.Image]) -> dict[str, Any]:
         try:
