@@ -242,7 +242,9 @@ def main() -> None:
         server = _start_server(Path(folder) / "models.yaml", args.port)
         try:
             for _ in range(args.runs):
-                runs.append({str(n): upload_costs(images[:n], args.repeats, args.port, args.model) for n in args.images})
+                runs.append(
+                    {str(n): upload_costs(images[:n], args.repeats, args.port, args.model) for n in args.images}
+                )
         finally:
             server.terminate()
             server.wait(timeout=30)
