@@ -75,7 +75,8 @@ class ImageSettings:
     """Allow image URLs that resolve to loopback, private or link-local addresses (off: a request must not make
     the server reach its own network)."""
     decode_threads: int = 4
-    """Images decoded and resized at once (each 50-megapixel image needs about 150 MB while it is decoded)."""
+    """Images decoded and resized at once by the request's image pipeline, and decoded at once by a model's backend
+    for one request (each 50-megapixel image needs about 150 MB while it is decoded)."""
 
 
 @dataclass(slots=True)
