@@ -146,3 +146,57 @@ def test_bad_image_inputs_are_clear_client_errors(server: ServerProcess) -> None
     # The server keeps serving after all of that.
     answer, _ = reply_of(post(server, v1, json=_chat_body(data_url(RED))))
     assert answer
+
+
+def _turns(image: str, reply: str, follow_up: str) -> list[dict[str, Any]]:
+    first = [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": "describe"}]
+    return [
+        {"role": "user", "content": first},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": follow_up},
+    ]
+
+
+def _chat(server: ServerProcess, messages: list[dict[str, Any]]) -> tuple[str, int, int]:
+    """(text, prompt tokens, cached prompt tokens) of a greedy chat completion."""
+    response = post(server, "/v1/chat/completions", json={"model": MODEL, "messages": messages, **GREEDY})
+    text, prompt = reply_of(response)
+    return text, prompt, response.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+
+def test_next_turn_reuses_the_cache_only_for_the_same_image(server: ServerProcess) -> None:
+    red, blue = data_url(RED), data_url(BLUE)
+    first, _ = reply_of(post(server, "/v1/chat/completions", json=_chat_body(red)))
+    # Turn 2 after turn 1: the image and the first turn come from the cache, and the answer is the cold one's.
+    warm, prompt, cached = _chat(server, _turns(red, first, "and the colours?"))
+    assert 0 < cached < prompt
+    # The same turn 2 after a request with another image: nothing reused (the same image-token ids hold other
+    # pixels), and the same answer.
+    reply_of(post(server, "/v1/chat/completions", json=_chat_body(blue)))
+    cold, cold_prompt, cold_cached = _chat(server, _turns(red, first, "and the colours?"))
+    assert (cold, cold_prompt, cold_cached) == (warm, prompt, 0)
+    # Turn 2 with the blue image where turn 1 had the red one: the token ids match the cache, the pixels do not.
+    reply_of(post(server, "/v1/chat/completions", json=_chat_body(red)))
+    swapped, _, swapped_cached = _chat(server, _turns(blue, first, "and the colours?"))
+    assert swapped_cached == 0
+    reply_of(post(server, "/v1/chat/completions", json=_chat_body(red)))
+    assert _chat(server, _turns(blue, first, "and the colours?"))[0] == swapped
+
+
+def test_text_turns_reuse_the_cache(server: ServerProcess) -> None:
+    hello = [{"role": "user", "content": "hello there"}]
+    first, _, _ = _chat(server, hello)
+    turn_two = [*hello, {"role": "assistant", "content": first}, {"role": "user", "content": "go on"}]
+    warm, prompt, cached = _chat(server, turn_two)
+    assert 0 < cached < prompt
+    reply_of(post(server, "/v1/chat/completions", json=_chat_body(data_url(RED))))
+    assert _chat(server, turn_two) == (warm, prompt, 0)
+
+
+def test_a_request_ended_by_a_stop_string_leaves_no_cache(server: ServerProcess) -> None:
+    red = data_url(RED)
+    first, _ = reply_of(post(server, "/v1/chat/completions", json=_chat_body(red)))
+    # mlx-vlm would go on generating past a stop string, so that turn's cache is never complete: dropped.
+    stopped, _ = reply_of(post(server, "/v1/chat/completions", json=_chat_body(red, stop=[first[4:8]])))
+    assert len(stopped) < len(first)
+    assert _chat(server, _turns(red, first, "and the colours?"))[2] == 0

@@ -4,23 +4,31 @@ The chat template gets each message's content as Hugging Face processors expect 
 of parts, one `{"type": "image"}` per image before `{"type": "text", ...}`. The model's own processor turns the
 rendered prompt and the images into token ids (expanding each image token to the image's patch tokens) and
 pixel values; mlx-vlm's `stream_generate` runs the vision tower and the language model. Sampling, logits
-processors and text assembly are the ones of the MLX text backend, so both answer alike. Each request starts
-from a fresh KV cache (no prefix reuse: image tokens make prefixes rarely equal).
+processors and text assembly are the ones of the MLX text backend, so both answer alike.
+
+The KV cache of the last finished request is kept for the next one (mlx-vlm's `PromptCacheState`): a chat's next
+turn evaluates only what follows the part of its prompt the cache holds, and its images go through the vision
+tower once. Image tokens are the same ids for any image, so the cache is reused only when the request's images
+are the same pixels as those of the cached request (a hash of the processor's output); otherwise, and after any
+request that did not run to its own end, the next request starts from an empty cache.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import logging
 import random
 import time
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 import numpy as np
 from mlx_vlm.generate import stream_generate
+from mlx_vlm.generate.common import PromptCacheState
 from mlx_vlm.utils import load as load_vision_model
 from PIL import Image
 
@@ -61,6 +69,10 @@ class MLXVisionBackend(GeneratorBackend):
         self._eos_ids: frozenset[int] = frozenset()
         self._vocab_size = 0
         self._decode_rule: ResizeRule | None = None
+        self._turn_cache: PromptCacheState | None = None
+        """The KV cache and tokens of the last request that ran to its end; None after any other end."""
+        self._turn_images = ""
+        """`_images_key` of that request."""
 
     def load(self) -> None:
         cfg = self.config
@@ -155,6 +167,11 @@ class MLXVisionBackend(GeneratorBackend):
         extra = {k: _as_mx(v) for k, v in inputs.items() if k not in _PREPARED_KEYS}
         pixels = inputs.get("pixel_values")
         mask = inputs.get("attention_mask")
+        images_key = _images_key(inputs)
+        # The cache is handed to this request alone; it comes back only if the request runs to its end.
+        reusable = self._turn_cache if self._turn_images == images_key else None
+        self._turn_cache = None
+        turn_cache = reusable if reusable is not None else PromptCacheState()  # type: ignore[no-untyped-call]
         stream = stream_generate(
             self._model,
             self._processor,
@@ -165,12 +182,13 @@ class MLXVisionBackend(GeneratorBackend):
             max_tokens=budget,
             sampler=sampler,
             logits_processors=processors.bias + processors.penalties,
+            prompt_cache_state=turn_cache,
             **extra,
         )
-        return self._generate(request, tokens, budget, stream)
+        return self._generate(request, tokens, budget, stream, _TurnCache(turn_cache, images_key))
 
     def _generate(
-        self, request: GenerationRequest, tokens: list[int], budget: int, stream: Iterator[Any]
+        self, request: GenerationRequest, tokens: list[int], budget: int, stream: Iterator[Any], turn: _TurnCache
     ) -> Generator[GenerationChunk, None, None]:
         params = request.sampling
         started = time.perf_counter()
@@ -179,9 +197,14 @@ class MLXVisionBackend(GeneratorBackend):
         assembler = Utf8Assembler()
         stops = StopMatcher(params.stop)
         produced = 0
+        cached = 0
         finish = FinishReason.STOP
+        # mlx-vlm stores the turn's cache only once its generator has run to the end; where it has only its
+        # summary left (its own end token, or the budget), the generator is drained for it.
+        drain = False
         try:
             for result in stream:
+                cached = result.cached_tokens
                 # mlx-vlm ends with a summary result that repeats the last token: the budget check stops first.
                 if result.token is None:
                     continue
@@ -189,6 +212,7 @@ class MLXVisionBackend(GeneratorBackend):
                 if produced == 0:
                     first_token_at = time.perf_counter()
                 if token in self._eos_ids:
+                    drain = result.finish_reason is not None
                     break
                 produced += 1
                 text = stops.feed(assembler.feed(decoder.feed(token)))
@@ -198,11 +222,14 @@ class MLXVisionBackend(GeneratorBackend):
                     break
                 if produced >= budget:
                     finish = FinishReason.LENGTH
+                    drain = True
                     text += stops.feed(assembler.feed(decoder.flush()) + assembler.flush()) + stops.flush()
                     if text:
                         yield GenerationChunk(text, token_count=1)
                     break
                 yield GenerationChunk(text, token_count=1)
+            if drain and _ran_to_end(stream):
+                self._turn_cache, self._turn_images = turn.state, turn.images_key
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
@@ -214,6 +241,7 @@ class MLXVisionBackend(GeneratorBackend):
         ended = time.perf_counter()
         stats = GenerationStats(
             prompt_tokens=len(tokens),
+            cached_prompt_tokens=cached,
             completion_tokens=produced,
             prompt_eval_seconds=first_token_at - started,
             generation_seconds=ended - first_token_at,
@@ -225,9 +253,36 @@ class MLXVisionBackend(GeneratorBackend):
         self._model = None
         self._processor = None
         self._template = None
+        self._turn_cache = None
         gc.collect()
         mx.clear_cache()
         release_free_heap()
+
+
+@dataclass(slots=True)
+class _TurnCache:
+    state: PromptCacheState
+    images_key: str
+
+
+def _images_key(inputs: dict[str, Any]) -> str:
+    """A hash of what the processor made of a request's images ("" for none): a cached prefix is reused only for
+    the same images, since every image is the same run of image-token ids in the prompt."""
+    digest = hashlib.blake2b(digest_size=16)
+    found = False
+    for name in sorted(inputs):
+        if name == "pixel_values" or name.startswith("image_"):
+            array = np.ascontiguousarray(np.asarray(inputs[name]))
+            digest.update(f"{name}{array.dtype}{array.shape}".encode())
+            digest.update(array.tobytes())
+            found = True
+    return digest.hexdigest() if found else ""
+
+
+def _ran_to_end(stream: Iterator[Any]) -> bool:
+    """Read what is left of mlx-vlm's stream if that is only its summary; False (the stream is left to be closed)
+    where it would have generated another token."""
+    return all(result.finish_reason is not None for result in stream)
 
 
 def _content_parts(message: ChatMessage) -> list[dict[str, Any]]:
