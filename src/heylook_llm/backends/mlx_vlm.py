@@ -36,6 +36,7 @@ from heylook_llm.backends.base import GeneratorBackend
 from heylook_llm.backends.chat_template import ChatTemplate
 from heylook_llm.backends.image_decode import ResizeRule, decode_rgb, map_images, processor_rule
 from heylook_llm.backends.mlx_support import (
+    LogitsProcessor,
     TokenDecoder,
     build_logits_processors,
     build_sampler,
@@ -164,6 +165,9 @@ class MLXVisionBackend(GeneratorBackend):
         sampler = build_sampler(params, self._vocab_size, seed)
         processors = build_logits_processors(params, self._vocab_size, n_ctx)
         budget = min(params.max_tokens, n_ctx - len(tokens))
+        # Penalties count the prompt, as in the text backend and llama.cpp (see `_seeing_the_prompt`).
+        prompt_tail = mx.array(tokens[-processors.penalty_context :], dtype=mx.int32)
+        penalties = [_seeing_the_prompt(p, prompt_tail) for p in processors.penalties]
         extra = {k: _as_mx(v) for k, v in inputs.items() if k not in _PREPARED_KEYS}
         pixels = inputs.get("pixel_values")
         mask = inputs.get("attention_mask")
@@ -181,7 +185,7 @@ class MLXVisionBackend(GeneratorBackend):
             mask=_as_mx(mask) if mask is not None else None,
             max_tokens=budget,
             sampler=sampler,
-            logits_processors=processors.bias + processors.penalties,
+            logits_processors=processors.bias + penalties,
             prompt_cache_state=turn_cache,
             **extra,
         )
@@ -277,6 +281,23 @@ def _images_key(inputs: dict[str, Any]) -> str:
             digest.update(array.tobytes())
             found = True
     return digest.hexdigest() if found else ""
+
+
+def _seeing_the_prompt(processor: LogitsProcessor, prompt: Any) -> LogitsProcessor:
+    """`processor` given the whole `prompt` and the tokens generated so far.
+
+    mlx-vlm hands its processors the part of the prompt it evaluates last (its last token after a chunked
+    prefill, all of it otherwise, the new part after a reused prefix), then one more generated token per step: at
+    the k-th call, the last k tokens it passes are the generated ones."""
+    calls = 0
+
+    def apply(tokens: Any, logits: Any) -> Any:
+        nonlocal calls
+        generated = tokens[tokens.size - calls :] if calls else tokens[:0]
+        calls += 1
+        return processor(mx.concatenate([prompt, generated.astype(prompt.dtype)]), logits)
+
+    return apply
 
 
 def _ran_to_end(stream: Iterator[Any]) -> bool:
