@@ -166,8 +166,10 @@ class MLXVisionBackend(GeneratorBackend):
         processors = build_logits_processors(params, self._vocab_size, n_ctx)
         budget = min(params.max_tokens, n_ctx - len(tokens))
         # Penalties count the prompt, as in the text backend and llama.cpp (see `_seeing_the_prompt`).
-        prompt_tail = mx.array(tokens[-processors.penalty_context :], dtype=mx.int32)
-        penalties = [_seeing_the_prompt(p, prompt_tail) for p in processors.penalties]
+        penalties = processors.penalties
+        if penalties:
+            prompt_tail = mx.array(tokens[-processors.penalty_context :], dtype=mx.int32)
+            penalties = [_seeing_the_prompt(p, prompt_tail) for p in penalties]
         extra = {k: _as_mx(v) for k, v in inputs.items() if k not in _PREPARED_KEYS}
         pixels = inputs.get("pixel_values")
         mask = inputs.get("attention_mask")
