@@ -5,6 +5,7 @@ burst larger than the read buffer), made to happen every time."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -88,6 +89,19 @@ async def _serve(handler: Handler) -> AsyncIterator[str]:
         server.close()
 
 
+@contextlib.asynccontextmanager
+async def _serving(handler: Handler, pool: http1.Http1Pool | None = None) -> AsyncIterator[tuple[UpstreamClient, str]]:
+    """An upstream client (with `pool` for its generations, if given) and the URL of a peer running `handler`."""
+    client = UpstreamClient()
+    if pool is not None:
+        client.pool = pool
+    try:
+        async for base_url in _serve(handler):
+            yield client, base_url
+    finally:
+        await client.close()
+
+
 async def _generate(client: UpstreamClient, base_url: str, timeouts: Timeouts | None = None) -> list[GenerationChunk]:
     replica = Replica(0, base_url, "m", None)
     return [c async for c in client.stream("openai", replica, _request(), timeouts or Timeouts(5.0, 10.0))]
@@ -112,12 +126,8 @@ async def test_events_arrive_whole_however_the_network_splits_them(monkeypatch: 
         writer.write(b"".join(_chunk(e) for e in events[5:]) + b"0\r\n\r\n")
         await writer.drain()
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            chunks = await _generate(client, base_url)
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        chunks = await _generate(client, base_url)
     assert "".join(c.text for c in chunks) == "".join(texts)
     last = chunks[-1]
     assert last.finish_reason is FinishReason.LENGTH
@@ -129,15 +139,11 @@ async def test_a_silent_upstream_times_out_at_the_read_timeout() -> None:
         await _read_request(reader)
         await asyncio.sleep(30)
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            started = time.monotonic()
-            with pytest.raises(UpstreamUnavailable, match="timed out"):
-                await _generate(client, base_url, Timeouts(5.0, 0.3))
-            assert 0.25 <= time.monotonic() - started < 5.0
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        started = time.monotonic()
+        with pytest.raises(UpstreamUnavailable, match="timed out"):
+            await _generate(client, base_url, Timeouts(5.0, 0.3))
+        assert 0.25 <= time.monotonic() - started < 5.0
 
 
 async def test_a_stall_mid_stream_times_out_too() -> None:
@@ -148,15 +154,11 @@ async def test_a_stall_mid_stream_times_out_too() -> None:
         await writer.drain()
         await asyncio.sleep(30)
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            stream = client.stream("openai", Replica(0, base_url, "m", None), _request(), Timeouts(5.0, 0.3))
-            assert (await anext(stream)).text == "first"
-            with pytest.raises(UpstreamUnavailable, match="failed while answering: it timed out"):
-                await anext(stream)
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        stream = client.stream("openai", Replica(0, base_url, "m", None), _request(), Timeouts(5.0, 0.3))
+        assert (await anext(stream)).text == "first"
+        with pytest.raises(UpstreamUnavailable, match="failed while answering: it timed out"):
+            await anext(stream)
 
 
 async def test_a_refused_connection_is_reported_as_such() -> None:
@@ -184,13 +186,9 @@ async def test_a_kept_alive_connection_closed_as_it_is_reused_is_retried_on_a_ne
         if n == 1:
             await _read_request(reader)  # the second request, on the kept-alive connection: closed unanswered
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            first = await _generate(client, base_url)
-            second = await _generate(client, base_url)
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        first = await _generate(client, base_url)
+        second = await _generate(client, base_url)
     assert first[0].text == "c1"
     assert second[0].text == "c2"  # answered on a second connection
 
@@ -204,15 +202,11 @@ async def test_a_connection_cut_mid_stream_is_an_upstream_failure() -> None:
         await asyncio.sleep(0.05)
         writer.transport.abort()
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            stream = client.stream("openai", Replica(0, base_url, "m", None), _request(), Timeouts(5.0, 10.0))
-            assert (await anext(stream)).text == "first"
-            with pytest.raises(UpstreamUnavailable, match="failed while answering: the connection was closed"):
-                await anext(stream)
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        stream = client.stream("openai", Replica(0, base_url, "m", None), _request(), Timeouts(5.0, 10.0))
+        assert (await anext(stream)).text == "first"
+        with pytest.raises(UpstreamUnavailable, match="failed while answering: the connection was closed"):
+            await anext(stream)
 
 
 async def test_a_server_that_keeps_connections_alive_answers_every_request_on_one() -> None:
@@ -222,12 +216,8 @@ async def test_a_server_that_keeps_connections_alive_answers_every_request_on_on
             await _answer(writer, _events([f"c{n}-{turn}"]))
         await reader.read()
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            texts = [(await _generate(client, base_url))[0].text for _ in range(3)]
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        texts = [(await _generate(client, base_url))[0].text for _ in range(3)]
     assert texts == ["c1-0", "c1-1", "c1-2"]  # one connection, three answers
 
 
@@ -239,12 +229,8 @@ async def test_an_answer_that_says_close_is_not_reused() -> None:
         await writer.drain()
         await reader.read()  # the client closes it
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            texts = [(await _generate(client, base_url))[0].text for _ in range(2)]
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        texts = [(await _generate(client, base_url))[0].text for _ in range(2)]
     assert texts == ["c1", "c2"]
 
 
@@ -256,13 +242,9 @@ async def test_an_error_answer_with_a_body_reaches_the_caller_as_the_upstream_sa
         await writer.drain()
         await reader.read()
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            with pytest.raises(InvalidRequest, match="answered 400: context length exceeded") as caught:
-                await _generate(client, base_url)
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        with pytest.raises(InvalidRequest, match="answered 400: context length exceeded") as caught:
+            await _generate(client, base_url)
     assert caught.value.param == "messages"
 
 
@@ -273,13 +255,9 @@ async def test_an_answer_that_is_not_http_is_a_clear_failure() -> None:
         await writer.drain()
         await reader.read()
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            with pytest.raises(UpstreamUnavailable, match=r"not valid HTTP/1\.1"):
-                await _generate(client, base_url)
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        with pytest.raises(UpstreamUnavailable, match=r"not valid HTTP/1\.1"):
+            await _generate(client, base_url)
 
 
 async def test_idle_connections_past_their_expiry_are_not_reused() -> None:
@@ -287,16 +265,11 @@ async def test_idle_connections_past_their_expiry_are_not_reused() -> None:
         while await _read_request(reader):
             await _answer(writer, _events([f"c{n}"]))
 
-    client = UpstreamClient()
-    client.pool = http1.Http1Pool(idle_seconds=0.05)
-    try:
-        async for base_url in _serve(handler):
-            first = await _generate(client, base_url)
-            second = await _generate(client, base_url)  # reused: within the expiry
-            await asyncio.sleep(0.1)
-            third = await _generate(client, base_url)
-    finally:
-        await client.close()
+    async with _serving(handler, http1.Http1Pool(idle_seconds=0.05)) as (client, base_url):
+        first = await _generate(client, base_url)
+        second = await _generate(client, base_url)  # reused: within the expiry
+        await asyncio.sleep(0.1)
+        third = await _generate(client, base_url)
     assert [first[0].text, second[0].text, third[0].text] == ["c1", "c1", "c2"]
 
 
@@ -316,18 +289,14 @@ async def test_a_server_that_closes_after_each_answer_gets_a_spare_connection_op
         await _read_request(reader)
         await _answer(writer, _events([f"c{n}"]))
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            first = await _generate(client, base_url)
-            await asyncio.sleep(0.1)
-            assert opened == [1, 2]  # the spare, opened before any second request
-            second = await _generate(client, base_url)
-            await idle_closed.wait()
-            await asyncio.sleep(0.2)
-            assert opened == [1, 2, 3]  # the spare closed unused was not replaced
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        first = await _generate(client, base_url)
+        await asyncio.sleep(0.1)
+        assert opened == [1, 2]  # the spare, opened before any second request
+        second = await _generate(client, base_url)
+        await idle_closed.wait()
+        await asyncio.sleep(0.2)
+        assert opened == [1, 2, 3]  # the spare closed unused was not replaced
     assert first[0].text == "c1"
     assert second[0].text == "c2"
 
@@ -361,18 +330,13 @@ async def test_connections_this_side_closes_are_not_replaced() -> None:
         while await _read_request(reader):
             await _answer(writer, _events([f"c{n}"]))
 
-    client = UpstreamClient()
-    client.pool = http1.Http1Pool(max_idle_per_origin=1)
-    try:
-        async for base_url in _serve(handler):
-            # Two streams at once: two connections, of which the pool keeps one when both are done.
-            await asyncio.gather(*(_generate(client, base_url) for _ in range(2)))
-            await asyncio.sleep(0.2)
-            assert opened == [1, 2]
-            assert (await _generate(client, base_url))[0].text in ("c1", "c2")  # on the connection kept
-            assert opened == [1, 2]
-    finally:
-        await client.close()
+    async with _serving(handler, http1.Http1Pool(max_idle_per_origin=1)) as (client, base_url):
+        # Two streams at once: two connections, of which the pool keeps one when both are done.
+        await asyncio.gather(*(_generate(client, base_url) for _ in range(2)))
+        await asyncio.sleep(0.2)
+        assert opened == [1, 2]
+        assert (await _generate(client, base_url))[0].text in ("c1", "c2")  # on the connection kept
+        assert opened == [1, 2]
 
 
 async def test_an_upstream_that_switches_protocols_is_a_clear_failure() -> None:
@@ -382,13 +346,9 @@ async def test_an_upstream_that_switches_protocols_is_a_clear_failure() -> None:
         await writer.drain()
         await reader.read()
 
-    client = UpstreamClient()
-    try:
-        async for base_url in _serve(handler):
-            with pytest.raises(UpstreamUnavailable, match="answered 101 instead of a response"):
-                await _generate(client, base_url, Timeouts(5.0, 2.0))
-    finally:
-        await client.close()
+    async with _serving(handler) as (client, base_url):
+        with pytest.raises(UpstreamUnavailable, match="answered 101 instead of a response"):
+            await _generate(client, base_url, Timeouts(5.0, 2.0))
 
 
 async def test_https_upstreams_are_verified_and_kept_alive() -> None:

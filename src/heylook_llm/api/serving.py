@@ -23,6 +23,7 @@ from fastapi import FastAPI
 
 from heylook_llm.config.settings import ServerSettings
 from heylook_llm.engine.service import Engine
+from heylook_llm.engine.tasks import cancel_and_wait
 
 BACKSTOP_SECONDS = 3
 """Time the streams get, after the drain ended them, to send their last frames before uvicorn cancels them."""
@@ -44,10 +45,7 @@ def serve(app: FastAPI, settings: ServerSettings, log_level: str) -> bool:
             try:
                 await super().shutdown(sockets)
             finally:
-                if drain is not None:
-                    drain.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await drain
+                await cancel_and_wait(drain)
 
     config = uvicorn.Config(
         app,

@@ -5,7 +5,6 @@ file facts (read when the page asks) and the live series (sampled once a second)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import math
 import time
@@ -21,6 +20,7 @@ from heylook_llm.engine.dashboard import (
     sample_every_second,
 )
 from heylook_llm.engine.features import capability_names
+from heylook_llm.engine.tasks import cancel_and_wait
 from heylook_llm.errors import ModelLoadError
 
 if TYPE_CHECKING:
@@ -144,8 +144,5 @@ class DashboardView:
         self._engine.metrics.live.sample(states)
 
     async def close(self) -> None:
-        if self._live_sampler is not None:
-            self._live_sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._live_sampler
-            self._live_sampler = None
+        await cancel_and_wait(self._live_sampler)
+        self._live_sampler = None

@@ -40,6 +40,7 @@ from heylook_llm.engine.memory import (
     resolve_budget,
 )
 from heylook_llm.engine.metrics import MetricsRecorder, ModelLoadState
+from heylook_llm.engine.tasks import cancel_and_wait
 from heylook_llm.engine.threads import ThreadHost
 from heylook_llm.engine.worker import ModelWorker
 from heylook_llm.errors import (
@@ -267,11 +268,8 @@ class ModelRouter:
         return True
 
     async def close(self) -> None:
-        if self._expiry_task is not None:
-            self._expiry_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._expiry_task
-            self._expiry_task = None
+        await cancel_and_wait(self._expiry_task)
+        self._expiry_task = None
         async with self._load_lock:
             for key in list(self._loaded):
                 await self._unload(key)

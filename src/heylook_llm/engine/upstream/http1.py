@@ -392,5 +392,4 @@ class Http1Pool:
                 connection.on_idle_close = None
                 connection.close()
         self._idle.clear()
-        with contextlib.suppress(Exception):
-            await asyncio.sleep(0)  # let the transports' close callbacks run
+        await asyncio.sleep(0)  # let the transports' close callbacks run

@@ -16,6 +16,7 @@ from heylook_llm.config.registry import ModelEntry, UpstreamConfig
 from heylook_llm.engine.features import refuse_undeclared
 from heylook_llm.engine.generation import with_entry_defaults
 from heylook_llm.engine.metrics import MetricsRecorder, ReplicaFigures
+from heylook_llm.engine.tasks import cancel_and_wait
 from heylook_llm.engine.upstream.capabilities import upstream_features
 from heylook_llm.engine.upstream.client import Timeouts, UpstreamClient, UpstreamUnavailable, WireName
 from heylook_llm.engine.upstream.generation import UpstreamGeneration, close_later
@@ -134,11 +135,8 @@ class Upstreams:
         ]
 
     async def close(self) -> None:
-        if self._health is not None:
-            self._health.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._health
-            self._health = None
+        await cancel_and_wait(self._health)
+        self._health = None
         for task in list(self._closing):
             with contextlib.suppress(Exception):
                 await task
